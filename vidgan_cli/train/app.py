@@ -1,0 +1,92 @@
+"""``vidgan train``: the Hydra app that checks the config, picks the run folder and runs the Trainer.
+
+It returns the value of ``trainer.best_metric`` (or None), so Hydra sweepers can optimise it.  In a
+multirun a failing job is recorded as failed (``summary.json``) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from vidgan_cli.config import ConfigError, register_configs, validate_train
+
+log = logging.getLogger("vidgan_cli.train")
+register_configs()
+
+
+def output_root(run_dir: Path) -> Path:
+    """Where ``resume=auto`` looks for runs: the top folder of the run dir (``outputs/`` by default)."""
+    try:
+        relative = run_dir.resolve().relative_to(Path.cwd().resolve())
+        return Path.cwd() / relative.parts[0]
+    except (ValueError, IndexError):
+        return run_dir.parent
+
+
+def resolve_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from: ``resume=PATH``, or for ``auto`` this folder's own
+    ``last.ckpt`` (a fixed run dir requeued on a cluster), else the newest run under the output root."""
+    from vidgan_cli.train.checkpoint import find_latest
+    if cfg.resume is None:
+        return None
+    if cfg.resume != "auto":
+        path = Path(cfg.resume).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"resume={cfg.resume}: no such checkpoint file (use resume=auto to "
+                              "continue the latest run under the output folder)")
+        return path
+    own = run_dir / "checkpoints" / "last.ckpt"
+    found = own if own.is_file() else find_latest(output_root(run_dir))
+    if found is None:
+        log.info("resume=auto: no run with checkpoints/last.ckpt under %s; starting a new run",
+                 output_root(run_dir))
+    return found
+
+
+def run(cfg: DictConfig) -> float | None:
+    from vidgan_cli.train.trainer import Trainer
+    validate_train(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resume_from = resolve_resume(cfg, run_dir)
+    if resume_from is not None:
+        # Continue in the resumed run's own folder so its history stays in one place.
+        run_dir = resume_from.parent.parent
+    elif (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise ConfigError(f"{run_dir} already holds a run (checkpoints/last.ckpt); pass resume=auto "
+                          "to continue it or choose another hydra.run.dir")
+    summary = Trainer(cfg, run_dir, resume_from=resume_from).fit()
+    best = (summary or {}).get("best") or {}
+    return best.get("value")
+
+
+@hydra.main(config_path="pkg://vidgan_cli.conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        if multirun:
+            return _record_failure(err)
+        log.error("vidgan train: %s", err)  # console (stderr) and train.log
+        sys.exit(2)
+    except Exception as err:
+        if multirun:
+            return _record_failure(err)
+        raise
+
+
+def _record_failure(err: BaseException) -> float:
+    import json
+    log.exception("job failed: %s", err)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    (run_dir / "summary.json").write_text(json.dumps(
+        {"status": "failed", "error": f"{type(err).__name__}: {err}", "run_dir": str(run_dir)},
+        indent=2))
+    return float("nan")

@@ -1,0 +1,327 @@
+"""The GAN training loop: D step(s), G step, EMA, and periodic logs, samples, evals and checkpoints.
+
+One step = ``loss.n_critic`` discriminator updates (each on a fresh real batch) followed by one
+generator update.  Losses stay on the device between log ticks, so the loop does not wait on the
+host every step; they are checked for NaN/inf at every tick and before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vidgan_cli.config import ConfigError, check_model_sizes, to_yaml
+from vidgan_cli.data import StepBatchSampler, collate_batched
+from vidgan_cli.train import checkpoint as ckpt_io
+from vidgan_cli.train import distributed
+from vidgan_cli.train.ema import ema_beta, update_ema
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+def as_heads(out) -> tuple[torch.Tensor, ...]:
+    return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else (out.float(),)
+
+
+def to_channels_last_3d(module: nn.Module) -> None:
+    """channels_last_3d for the 3D convolutions only (2D layers of image generators keep theirs)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            m.to(memory_format=torch.channels_last_3d)
+
+
+def lr_lambda(warmup: int, decay: str, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if decay == "linear":
+            return 1.0 - progress
+        if decay == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
+        self.cfg, self.run_dir, self.t = cfg, Path(run_dir), cfg.trainer
+        self.dist, self.device = distributed.setup(self.t.device)
+        if self.t.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("trainer.precision=fp16 needs a CUDA device (it relies on a grad "
+                              "scaler); on the CPU use bf16 or fp32")
+        torch.manual_seed(cfg.seed * 1009 + self.dist.rank)
+        self.dataset = instantiate(cfg.dataset)
+        self.class_names = list(self.dataset.class_names)
+        self._settle_num_classes()
+
+        self.G = instantiate(cfg.model.generator).to(self.device)
+        self.D = instantiate(cfg.model.discriminator).to(self.device)
+        if self.t.channels_last:
+            to_channels_last_3d(self.G)
+            to_channels_last_3d(self.D)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.loss = instantiate(cfg.loss)
+        self.augment = instantiate(cfg.augment)
+        self.opt_G = instantiate(cfg.optimizer.generator)(params=self.G.parameters())
+        self.opt_D = instantiate(cfg.optimizer.discriminator)(params=self.D.parameters())
+        schedule = lr_lambda(cfg.optimizer.warmup_steps, cfg.optimizer.decay, self.t.max_steps)
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, schedule)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, schedule)
+        use_scaler = self.t.precision == "fp16"
+        self.scaler_G = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.scaler_D = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+        self.step, self.best = 0, None
+        self.history: list[dict] = []  # evaluation results, kept for summary.json
+        if resume_from is not None:
+            self._resume(resume_from)
+        elif cfg.init_from:
+            self._init_from(Path(cfg.init_from))
+
+        self.G_train, self.D_train = self.G, self.D
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G_train = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
+            self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+        # The G step runs D without DDP (D is not updated there, so there is nothing to reduce).
+        self.D_fwd = self.D
+        if self.t.compile:
+            self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
+            self.D_fwd = torch.compile(self.D)
+
+        sampler = StepBatchSampler(len(self.dataset), self.t.batch_size, seed=cfg.seed,
+                                   start=self.step * self.loss.n_critic, rank=self.dist.rank,
+                                   world_size=self.dist.world_size)
+        self.loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_batched,
+                                 num_workers=self.t.num_workers,
+                                 pin_memory=self.device.type == "cuda",
+                                 persistent_workers=self.t.num_workers > 0)
+        self.stop_requested = False
+        self._window: list[tuple[int, torch.Tensor]] = []
+        self._wait = 0.0
+
+    # ----------------------------------------------------------------------------------------------
+    # set-up helpers
+
+    def _settle_num_classes(self) -> None:
+        found = len(self.class_names)
+        if self.cfg.dataset.num_classes is None:
+            with open_dict(self.cfg):
+                self.cfg.dataset.num_classes = found
+            check_model_sizes(self.cfg.model, self.cfg.dataset.frames, self.cfg.dataset.resolution)
+        elif self.cfg.dataset.num_classes != found:
+            raise ConfigError(f"dataset.num_classes={self.cfg.dataset.num_classes} but the dataset "
+                              f"has {found} classes {self.class_names}")
+
+    def _resume(self, path: Path) -> None:
+        state = ckpt_io.load_checkpoint(path, map_location=self.device)
+        self.G.load_state_dict(state["G"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.D.load_state_dict(state["D"])
+        for name in ("opt_G", "opt_D", "sched_G", "sched_D", "scaler_G", "scaler_D"):
+            if name in state:
+                getattr(self, name).load_state_dict(state[name])
+        self.step, self.best = state["step"], state.get("best")
+        ckpt_io.set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _init_from(self, path: Path) -> None:
+        state = ckpt_io.load_checkpoint(path, map_location=self.device)
+        for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
+            loaded, skipped = ckpt_io.load_matching(module, state[name])
+            log.info("init_from %s: %s loaded %d tensors, skipped %d", path, name, len(loaded),
+                     len(skipped))
+            for line in skipped:
+                log.info("  skipped %s.%s", name, line)
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum, _frame):
+            log.warning("received %s: finishing this step, then saving a checkpoint",
+                        signal.Signals(signum).name)
+            self.stop_requested = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, request_stop)
+            except ValueError:  # not the main thread (e.g. some launchers): keep the default
+                pass
+
+    # ----------------------------------------------------------------------------------------------
+    # one step
+
+    def _autocast(self):
+        if self.t.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.t.precision])
+
+    def _to_video(self, clips: torch.Tensor) -> torch.Tensor:
+        # uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1]; the permuted view already has
+        # channels_last_3d strides, so keep it when that format is on and copy once otherwise.
+        video = clips.to(self.device, non_blocking=True).permute(0, 4, 1, 2, 3)
+        video = video.float().div_(127.5).sub_(1.0)
+        return video if self.t.channels_last else video.contiguous()
+
+    def _condition(self, labels: torch.Tensor) -> torch.Tensor | None:
+        return labels.to(self.device, non_blocking=True) if self.class_names else None
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.G.z_dim, device=self.device)
+
+    def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad(), self._autocast():
+            fake = self.G_train(self._z(real.shape[0]), y)
+        with self._autocast():
+            real_out = self.D_train(self.augment(real), y)
+            fake_out = self.D_train(self.augment(fake.float()), y)
+        loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
+        total = loss
+        every = self.loss.reg_every
+        if every and self._d_updates % every == 0:
+            penalty = self.loss.penalty(self.D, real, fake.float(), y)
+            if penalty is not None:
+                total = total + penalty * every
+        self._d_updates += 1
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler_D.scale(total).backward()
+        self._optimizer_step(self.opt_D, self.scaler_D, loss)
+        return loss.detach()
+
+    def g_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        self.D.requires_grad_(False)  # no weight gradients for D in the G step
+        try:
+            with self._autocast():
+                fake = self.G_train(self._z(real.shape[0]), y)
+                fake_out = self.D_fwd(self.augment(fake), y)
+                real_out = None
+                if self.loss.needs_real_for_g:
+                    with torch.no_grad():
+                        real_out = as_heads(self.D_fwd(self.augment(real), y))
+            loss = self.loss.g_loss(as_heads(fake_out), real_out)
+            self.opt_G.zero_grad(set_to_none=True)
+            self.scaler_G.scale(loss).backward()
+            self._optimizer_step(self.opt_G, self.scaler_G, loss)
+        finally:
+            self.D.requires_grad_(True)
+        return loss.detach()
+
+    def _optimizer_step(self, opt, scaler, loss: torch.Tensor) -> None:
+        if self.t.nan_policy == "skip" and not torch.isfinite(loss).item():
+            log.warning("step %d: non-finite loss, update skipped", self.step + 1)
+            opt.zero_grad(set_to_none=True)
+            return
+        scaler.step(opt)
+        scaler.update()
+
+    # ----------------------------------------------------------------------------------------------
+    # the loop
+
+    def fit(self) -> dict:
+        from vidgan_cli.train.reporting import RunLogger  # keeps loop and I/O apart
+        self.reporter = RunLogger(self) if self.dist.is_main else None
+        self._install_signal_handlers()
+        self._d_updates = self.step * self.loss.n_critic
+        batches = iter(self.loader)
+        clips_per_step = self.t.batch_size * self.dist.world_size
+        if self.reporter:
+            self.reporter.start()
+        while self.step < self.t.max_steps:
+            for _ in range(self.loss.n_critic):
+                waited = time.perf_counter()
+                clips, labels = next(batches)
+                self._wait += time.perf_counter() - waited
+                real, y = self._to_video(clips), self._condition(labels)
+                d_loss = self.d_step(real, y)
+            g_loss = self.g_step(real, y)
+            self.sched_G.step()
+            self.sched_D.step()
+            self.step += 1
+            beta = ema_beta(clips_per_step, self.step * clips_per_step,
+                            self.t.ema_half_life_clips, self.t.ema_rampup)
+            update_ema(self.G_ema, self.G, beta)
+            self._window.append((self.step, torch.stack([d_loss, g_loss])))
+            stop = distributed.all_ranks_agree(self.stop_requested, self.device) \
+                if self.dist.enabled else self.stop_requested
+            self._periodic(last=self.step == self.t.max_steps or stop)
+            if stop:
+                log.warning("stopped at step %d on request; resume with resume=auto", self.step)
+                break
+        summary = self.reporter.finish() if self.reporter else {}
+        distributed.teardown()
+        return summary
+
+    def _due(self, every: int, last: bool) -> bool:
+        return last or (every > 0 and self.step % every == 0)
+
+    def _periodic(self, last: bool) -> None:
+        t = self.t
+        if self._due(t.log_every, last):
+            self.drain_window()
+        if not self.dist.is_main:
+            return
+        if self._due(t.sample_every, last):
+            self.drain_window()
+            self.reporter.samples()
+        if t.eval_every and self._due(t.eval_every, last):
+            self.drain_window()
+            self.reporter.evaluate()
+        if self._due(t.save_every, last):
+            self.drain_window()
+            self.save("last.ckpt")
+        if t.snapshot_every and self.step % t.snapshot_every == 0:
+            self.save(f"step_{self.step:07d}.ckpt")
+
+    def drain_window(self) -> None:
+        """Bring the losses since the last tick to the host (one sync), check them, log their mean."""
+        if not self._window:
+            return
+        steps = [s for s, _ in self._window]
+        losses = torch.stack([v for _, v in self._window]).float().cpu()
+        self._window.clear()
+        bad = ~torch.isfinite(losses)
+        if bad.any() and self.t.nan_policy == "stop":
+            row, col = (int(i) for i in bad.nonzero()[0])
+            name = ("d_loss", "g_loss")[col]
+            raise TrainingDiverged(f"{name} became {losses[row, col].item()} at step {steps[row]}; "
+                                   "the last checkpoint on disk is from before it. Lower the "
+                                   "learning rate, add a regularizer (loss.r1_gamma) or try "
+                                   "trainer.nan_policy=skip")
+        wait, self._wait = self._wait, 0.0
+        if self.reporter:
+            finite = losses.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+            self.reporter.tick(steps[-1], len(steps), finite[:, 0].mean().item(),
+                               finite[:, 1].mean().item(), wait)
+
+    def save(self, name: str, extra: dict | None = None) -> Path:
+        state = ckpt_io.make_checkpoint(
+            G=self.G, G_ema=self.G_ema, D=self.D, opt_G=self.opt_G, opt_D=self.opt_D,
+            sched_G=self.sched_G, sched_D=self.sched_D, step=self.step,
+            config_yaml=to_yaml(self.cfg), class_names=self.class_names,
+            extra={"scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+                   "best": self.best, **(extra or {})})
+        return ckpt_io.atomic_save(state, self.run_dir / "checkpoints" / name)
+
+    def config_dict(self) -> dict:
+        return OmegaConf.to_container(self.cfg, resolve=True)
+
+    def write_json(self, name: str, payload: dict) -> None:
+        tmp = self.run_dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(self.run_dir / name)
