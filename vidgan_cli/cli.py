@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "generate": ("vidgan_cli.generate", "sample clips from a checkpoint to MP4/GIF/PNG"),
     "evaluate": ("vidgan_cli.evaluate", "compute FVD/KVD and the shapes metrics of a checkpoint"),
     "prepare": ("vidgan_cli.prepare", "decode a folder of videos once into a training cache"),
+    "report": ("vidgan_cli.report", "write a self-contained HTML report of a run or a sweep"),
 }
 
 
@@ -21,8 +22,9 @@ def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = ["usage: vidgan SUBCOMMAND [overrides ...]", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "Each subcommand is a Hydra app: `vidgan train --help` lists its config groups,",
-              "`vidgan train --cfg job` prints the composed config, `-m` runs a sweep."]
+    lines += ["", "train, generate, evaluate and prepare are Hydra apps: `vidgan train --help` lists",
+              "the config groups, `vidgan train --cfg job` prints the composed config, `-m` sweeps.",
+              "`vidgan report PATH` takes a run or sweep folder."]
     return "\n".join(lines)
 
 
