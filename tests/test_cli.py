@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import REPO, run_cli
+
 from vidgan_cli import cli
 
 

@@ -90,7 +90,7 @@ def generate(cfg: DictConfig, out_dir: Path) -> list[Path]:
             videos.append(clips.float().cpu())
     videos = torch.cat(videos)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [write_video(path, clip, cfg.fps) for path, clip in zip(targets, to_uint8(videos))]
+    written = [write_video(path, clip, cfg.fps) for path, clip in zip(targets, to_uint8(videos), strict=True)]
     if cfg.grid:
         row_labels = [class_names[i] for i in ids] if class_names else None
         written += save_grid(videos, grid_stem, nrow=cfg.num_videos, labels=row_labels, fps=cfg.fps)

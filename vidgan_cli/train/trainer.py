@@ -114,7 +114,10 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_batched,
                                  num_workers=self.t.num_workers,
                                  pin_memory=self.device.type == "cuda",
-                                 persistent_workers=self.t.num_workers > 0)
+                                 persistent_workers=self.t.num_workers > 0,
+                                 # its own generator: creating the iterator must not draw from the
+                                 # global RNG, or a resumed run would see different noise
+                                 generator=torch.Generator().manual_seed(cfg.seed))
         self.stop_requested = False
         self._window: list[tuple[int, torch.Tensor]] = []
         self._wait = 0.0
