@@ -1,0 +1,116 @@
+"""The loop in-process on tiny configs: exact resume, checkpoints, divergence, precision, transfer."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from vidgan_cli.config import ConfigError
+from vidgan_cli.train.checkpoint import build_generator, load_checkpoint
+from vidgan_cli.train.trainer import Trainer, TrainingDiverged
+
+
+def params(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_two_n_steps_equal_n_plus_resume_n(compose_train, tmp_path):
+    full = Trainer(compose_train("trainer.max_steps=4"), tmp_path / "full")
+    full.fit()
+    half = Trainer(compose_train("trainer.max_steps=2", "trainer.save_every=2"), tmp_path / "half")
+    half.fit()
+    resumed = Trainer(compose_train("trainer.max_steps=4"), tmp_path / "half",
+                      resume_from=tmp_path / "half" / "checkpoints" / "last.ckpt")
+    assert resumed.step == 2
+    resumed.fit()
+    for name in ("G", "D", "G_ema"):
+        assert_same(params(getattr(full, name)), params(getattr(resumed, name)))
+    lines = [json.loads(x) for x in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "d_loss" in x] == [1, 2, 3, 4]
+
+
+def test_checkpoint_is_weights_only_and_rebuilds_the_generator(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.max_steps=2", "trainer.save_every=2"), tmp_path)
+    trainer.fit()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["step"] == 2 and raw["class_names"] == ["circle", "square"]
+    assert raw["version"] and raw["G_class"] == "vidgan_cli.models.cgan3d.Generator"
+    assert yaml.safe_load(raw["config_yaml"])["trainer"]["max_steps"] == 2
+    G = build_generator(load_checkpoint(path))
+    z, y = torch.randn(2, G.z_dim), torch.tensor([0, 1])
+    assert torch.equal(G(z, y), trainer.G_ema(z, y))
+    assert list(tmp_path.glob("checkpoints/.*")) == [], "no temp files left behind"
+
+
+def test_samples_and_summary_are_written(compose_train, tmp_path):
+    Trainer(compose_train("trainer.max_steps=2", "trainer.sample_every=2"), tmp_path).fit()
+    for suffix in (".mp4", ".gif", ".png"):
+        assert (tmp_path / "samples" / f"step_0000002{suffix}").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 2
+    assert summary["final"]["d_loss"] == pytest.approx(summary["final"]["d_loss"])  # finite
+
+
+def test_divergence_stops_naming_step_and_keeps_last_good_checkpoint(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.max_steps=4", "trainer.save_every=1",
+                                    "trainer.log_every=2"), tmp_path)
+    real_d_loss = trainer.loss.d_loss
+    calls = {"n": 0}
+
+    def d_loss(real_out, fake_out):
+        calls["n"] += 1
+        value = real_d_loss(real_out, fake_out)
+        return value * float("nan") if calls["n"] == 2 else value
+    trainer.loss.d_loss = d_loss
+    with pytest.raises(TrainingDiverged, match=r"d_loss became nan at step 2"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["step"] == 1
+
+
+def test_nan_policy_skip_leaves_parameters_unchanged(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.max_steps=1", "trainer.nan_policy=skip"), tmp_path)
+    before = {k: v.clone() for k, v in trainer.D.named_parameters()}
+    trainer.loss.d_loss = lambda r, f: sum(x.sum() for x in r) * float("nan")
+    trainer.fit()
+    assert_same(before, dict(trainer.D.named_parameters()))
+
+
+def test_bf16_autocast_on_cpu_trains(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.precision=bf16", "trainer.channels_last=true"), tmp_path)
+    before = params(trainer.G)
+    summary = trainer.fit()
+    assert torch.isfinite(torch.tensor(summary["final"]["g_loss"]))
+    assert any(not torch.equal(before[k], v) for k, v in params(trainer.G).items())
+
+
+def test_fp16_on_cpu_is_refused(compose_train, tmp_path):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        Trainer(compose_train("trainer.precision=fp16"), tmp_path)
+
+
+def test_compiled_training_saves_plain_state_dict(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.compile=true", "trainer.max_steps=1",
+                                    "trainer.save_every=1"), tmp_path)
+    trainer.fit()
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any("_orig_mod" in k for k in state["G"]) and not any("module." in k for k in state["D"])
+
+
+def test_init_from_loads_matching_tensors_and_reports_the_rest(compose_train, tmp_path, caplog):
+    Trainer(compose_train("trainer.max_steps=1", "trainer.save_every=1"), tmp_path / "src").fit()
+    source = load_checkpoint(tmp_path / "src" / "checkpoints" / "last.ckpt")
+    caplog.set_level("INFO")
+    target = Trainer(compose_train("dataset.num_classes=3",
+                                   f"init_from={tmp_path}/src/checkpoints/last.ckpt"), tmp_path / "dst")
+    state = target.G.state_dict()
+    same = [k for k in source["G"] if k in state and state[k].shape == source["G"][k].shape]
+    assert same and all(torch.equal(state[k], source["G"][k]) for k in same)
+    assert "skipped" in caplog.text and "shape" in caplog.text
