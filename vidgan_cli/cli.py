@@ -7,6 +7,7 @@ roots never collide.  Nothing heavy is imported here: ``vidgan --help`` must sta
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"vidgan: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(SUBCOMMANDS[name][0])
+    overrides = args[1:]
+    if os.environ.get("RANK", "0") != "0" and name == "train":
+        # torchrun: only rank 0 writes the run folder (.hydra/, train.log); other ranks log to stderr.
+        overrides += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     # Hydra parses sys.argv itself; hand it only the overrides that follow the subcommand.
-    sys.argv = [f"vidgan {name}", *args[1:]]
+    sys.argv = [f"vidgan {name}", *overrides]
     module.main()

@@ -50,17 +50,49 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
     return found
 
 
-def run(cfg: DictConfig) -> float | None:
-    from vidgan_cli.train.trainer import Trainer
-    validate_train(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def choose_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, Path | None]:
+    """(folder the run writes to, checkpoint to resume from or None)."""
     resume_from = resolve_resume(cfg, run_dir)
     if resume_from is not None:
         # Continue in the resumed run's own folder so its history stays in one place.
-        run_dir = resume_from.parent.parent
-    elif (run_dir / "checkpoints" / "last.ckpt").exists():
+        return resume_from.parent.parent, resume_from
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
         raise ConfigError(f"{run_dir} already holds a run (checkpoints/last.ckpt); pass resume=auto "
                           "to continue it or choose another hydra.run.dir")
+    return run_dir, None
+
+
+def agree_with_rank0(choice, own_dir: Path, info) -> tuple:
+    """Under torchrun every rank takes rank 0's run folder and checkpoint (their clocks, and so
+    their Hydra folders, may differ); a non-zero rank removes the empty folder Hydra made for it."""
+    import torch.distributed as dist
+    shared = [choice if info.is_main else None]
+    dist.broadcast_object_list(shared, src=0)
+    if isinstance(shared[0], Exception):  # rank 0 refused: every rank stops with its message
+        raise shared[0]
+    if not info.is_main and shared[0][0] != own_dir:
+        try:
+            own_dir.rmdir()
+        except OSError:
+            pass
+    return shared[0]
+
+
+def run(cfg: DictConfig) -> float | None:
+    from vidgan_cli.train import distributed
+    from vidgan_cli.train.trainer import Trainer
+    validate_train(cfg)
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    info, _ = distributed.setup(cfg.trainer.device)
+    choice = None
+    if info.is_main:
+        try:
+            choice = choose_run(cfg, hydra_dir)
+        except ConfigError as err:
+            if not info.enabled:
+                raise
+            choice = err
+    run_dir, resume_from = agree_with_rank0(choice, hydra_dir, info) if info.enabled else choice
     summary = Trainer(cfg, run_dir, resume_from=resume_from).fit()
     best = (summary or {}).get("best") or {}
     return best.get("value")

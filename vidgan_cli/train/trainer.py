@@ -68,13 +68,17 @@ class Trainer:
         if self.t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("trainer.precision=fp16 needs a CUDA device (it relies on a grad "
                               "scaler); on the CPU use bf16 or fp32")
-        torch.manual_seed(cfg.seed * 1009 + self.dist.rank)
+        # One z stream shared by all ranks, from which each takes its slice of the global batch:
+        # N processes x B clips see the same latents as one process with N*B.
+        self.z_gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.dataset = instantiate(cfg.dataset)
         self.class_names = list(self.dataset.class_names)
         self._settle_num_classes()
 
+        torch.manual_seed(cfg.seed)  # identical initial weights (and so G_ema) on every rank
         self.G = instantiate(cfg.model.generator).to(self.device)
         self.D = instantiate(cfg.model.discriminator).to(self.device)
+        torch.manual_seed(cfg.seed * 1009 + self.dist.rank)  # per-rank: augmentation and the like
         if self.t.channels_last:
             to_channels_last_3d(self.G)
             to_channels_last_3d(self.D)
@@ -100,6 +104,8 @@ class Trainer:
         self.G_train, self.D_train = self.G, self.D
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.device.type == "cuda":  # BN statistics over the global batch (CUDA-only op)
+                self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.G_train = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
             self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
         # The G step runs D without DDP (D is not updated there, so there is nothing to reduce).
@@ -145,6 +151,7 @@ class Trainer:
                 getattr(self, name).load_state_dict(state[name])
         self.step, self.best = state["step"], state.get("best")
         ckpt_io.set_rng_state(state["rng"])
+        self.z_gen.set_state(state["z_rng"].to("cpu"))
         log.info("resumed from %s at step %d", path, self.step)
 
     def _init_from(self, path: Path) -> None:
@@ -186,7 +193,9 @@ class Trainer:
         return labels.to(self.device, non_blocking=True) if self.class_names else None
 
     def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.G.z_dim, device=self.device)
+        world, rank = self.dist.world_size, self.dist.rank
+        z = torch.randn(n * world, self.G.z_dim, device=self.device, generator=self.z_gen)
+        return z[rank * n:(rank + 1) * n]
 
     def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
@@ -260,8 +269,10 @@ class Trainer:
                             self.t.ema_half_life_clips, self.t.ema_rampup)
             update_ema(self.G_ema, self.G, beta)
             self._window.append((self.step, torch.stack([d_loss, g_loss])))
-            stop = distributed.all_ranks_agree(self.stop_requested, self.device) \
-                if self.dist.enabled else self.stop_requested
+            stop = self.stop_requested
+            if self.dist.enabled:  # agree at log ticks only: it costs a host sync
+                tick = self.step % self.t.log_every == 0
+                stop = tick and distributed.all_ranks_agree(stop, self.device)
             self._periodic(last=self.step == self.t.max_steps or stop)
             if stop:
                 log.warning("stopped at step %d on request; resume with resume=auto", self.step)
@@ -296,7 +307,11 @@ class Trainer:
         if not self._window:
             return
         steps = [s for s, _ in self._window]
-        losses = torch.stack([v for _, v in self._window]).float().cpu()
+        losses = torch.stack([v for _, v in self._window]).float()
+        if self.dist.enabled:  # mean over ranks, so every rank sees (and stops on) the same values
+            torch.distributed.all_reduce(losses)
+            losses /= self.dist.world_size
+        losses = losses.cpu()
         self._window.clear()
         bad = ~torch.isfinite(losses)
         if bad.any() and self.t.nan_policy == "stop":
@@ -318,7 +333,7 @@ class Trainer:
             sched_G=self.sched_G, sched_D=self.sched_D, step=self.step,
             config_yaml=to_yaml(self.cfg), class_names=self.class_names,
             extra={"scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-                   "best": self.best, **(extra or {})})
+                   "z_rng": self.z_gen.get_state(), "best": self.best, **(extra or {})})
         return ckpt_io.atomic_save(state, self.run_dir / "checkpoints" / name)
 
     def config_dict(self) -> dict:
