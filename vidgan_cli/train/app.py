@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vidgan_cli.config import ConfigError, register_configs, validate_train
+from vidgan_cli.train.trainer import CheckpointWriteError, Trainer, TrainingDiverged
 
 log = logging.getLogger("vidgan_cli.train")
 register_configs()
@@ -80,7 +81,6 @@ def agree_with_rank0(choice, own_dir: Path, info) -> tuple:
 
 def run(cfg: DictConfig) -> float | None:
     from vidgan_cli.train import distributed
-    from vidgan_cli.train.trainer import Trainer
     validate_train(cfg)
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     info, _ = distributed.setup(cfg.trainer.device)
@@ -108,6 +108,11 @@ def main(cfg: DictConfig) -> float | None:
             return _record_failure(err)
         log.error("vidgan train: %s", err)  # console (stderr) and train.log
         sys.exit(2)
+    except (CheckpointWriteError, TrainingDiverged, OSError) as err:
+        if multirun:
+            return _record_failure(err)
+        log.error("vidgan train: %s", err)
+        sys.exit(1)
     except Exception as err:
         if multirun:
             return _record_failure(err)

@@ -27,6 +27,7 @@ class RunLogger:
         self.tr = trainer
         self.run_dir = trainer.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._forget_after(trainer.step)
         self.metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         self.tensorboard = self._open_tensorboard() if trainer.cfg.logger.tensorboard else None
         self.started = self.last_tick = time.perf_counter()
@@ -37,6 +38,25 @@ class RunLogger:
         self.bar = tqdm(total=trainer.t.max_steps, initial=trainer.step, desc="train",
                         dynamic_ncols=True, disable=not interactive, leave=True)
         self.fixed_noise = self._fixed_noise()
+
+    def _forget_after(self, step: int) -> None:
+        """On resume, drop what a killed run logged after its last checkpoint (and a torn last
+        line), so metrics.jsonl reads as one uninterrupted run; also drop stale checkpoint temps."""
+        for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
     def _open_tensorboard(self):
         try:

@@ -37,6 +37,10 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """The run folder cannot take a checkpoint (full, gone, read-only); the previous one is intact."""
+
+
 def as_heads(out) -> tuple[torch.Tensor, ...]:
     return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else (out.float(),)
 
@@ -328,13 +332,20 @@ class Trainer:
                                finite[:, 1].mean().item(), wait)
 
     def save(self, name: str, extra: dict | None = None) -> Path:
+        path = self.run_dir / "checkpoints" / name
         state = ckpt_io.make_checkpoint(
             G=self.G, G_ema=self.G_ema, D=self.D, opt_G=self.opt_G, opt_D=self.opt_D,
             sched_G=self.sched_G, sched_D=self.sched_D, step=self.step,
             config_yaml=to_yaml(self.cfg), class_names=self.class_names,
             extra={"scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
                    "z_rng": self.z_gen.get_state(), "best": self.best, **(extra or {})})
-        return ckpt_io.atomic_save(state, self.run_dir / "checkpoints" / name)
+        try:
+            return ckpt_io.atomic_save(state, path)
+        except OSError as err:
+            raise CheckpointWriteError(
+                f"could not write {path} at step {self.step}: {err.strerror or err}. Any earlier "
+                f"{name} there is intact; free space or fix the folder, then continue with "
+                "resume=auto") from err
 
     def config_dict(self) -> dict:
         return OmegaConf.to_container(self.cfg, resolve=True)
