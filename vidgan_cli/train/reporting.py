@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from vidgan_cli.config import ConfigError
+from vidgan_cli.console import WarningCollector, config_tree, key_value_table, render_text
 
 log = logging.getLogger("vidgan_cli.train")
 
@@ -33,7 +34,7 @@ class RunLogger:
         self.started = self.last_tick = time.perf_counter()
         self.first_step = trainer.step
         self.last = {}
-        self.warnings: list[str] = []
+        self.warnings = WarningCollector().__enter__()
         interactive = sys.stderr.isatty()
         self.bar = tqdm(total=trainer.t.max_steps, initial=trainer.step, desc="train",
                         dynamic_ncols=True, disable=not interactive, leave=True)
@@ -89,14 +90,26 @@ class RunLogger:
         tr = self.tr
         data = tr.cfg.dataset
         classes = ", ".join(tr.class_names) if tr.class_names else "unconditional"
-        log.info("run folder: %s", self.run_dir)
-        log.info("G %s: %.2fM params | D %s: %.2fM params", type(tr.G).__name__,
-                 count_params(tr.G) / 1e6, type(tr.D).__name__, count_params(tr.D) / 1e6)
-        log.info("data %s: %d clips of %dx%dx%d, classes: %s", data._target_.rsplit(".", 1)[-1],
-                 len(tr.dataset), data.frames, data.resolution, data.resolution, classes)
-        log.info("device %s | precision %s | batch %d x %d process(es) | %d steps from step %d",
-                 tr.device, tr.t.precision, tr.t.batch_size, tr.dist.world_size, tr.t.max_steps,
-                 tr.step)
+        header = key_value_table("vidgan train", [
+            ("generator", f"{type(tr.G).__name__} ({type(tr.G).__module__.rsplit('.', 1)[-1]}), "
+                          f"{count_params(tr.G) / 1e6:.2f}M parameters"),
+            ("discriminator", f"{type(tr.D).__name__} ({type(tr.D).__module__.rsplit('.', 1)[-1]}), "
+                              f"{count_params(tr.D) / 1e6:.2f}M parameters"),
+            ("loss", f"{tr.cfg.loss.get('kind', tr.cfg.loss._target_)}"),
+            ("data", f"{data._target_.rsplit('.', 1)[-1]}: {len(tr.dataset)} clips of "
+                     f"{data.frames}x{data.resolution}x{data.resolution}"),
+            ("classes", classes),
+            ("device", f"{tr.device}, {tr.t.precision}"
+                       f"{', channels_last_3d' if tr.t.channels_last else ''}"
+                       f"{', compiled' if tr.t.compile else ''}"),
+            ("batch", f"{tr.t.batch_size} x {tr.dist.world_size} process(es)"),
+            ("steps", f"{tr.step} -> {tr.t.max_steps}"),
+            ("run folder", str(self.run_dir)),
+        ])
+        log.info("\n%s", render_text(header))
+        tree = render_text(config_tree(tr.cfg))
+        (self.run_dir / "config_tree.txt").write_text(tree + "\n")
+        log.debug("\n%s", tree)
 
     def tick(self, step: int, n_steps: int, d_loss: float, g_loss: float, wait: float) -> None:
         now = time.perf_counter()
@@ -110,7 +123,10 @@ class RunLogger:
         self.last.update(record)
         self.write(record)
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(d=f"{d_loss:.3f}", g=f"{g_loss:.3f}", clips_s=f"{clips / elapsed:.1f}")
+        postfix = {"d": f"{d_loss:.3f}", "g": f"{g_loss:.3f}", "clips/s": f"{clips / elapsed:.1f}"}
+        if self.tr.t.best_metric and self.tr.best is not None:
+            postfix[self.tr.t.best_metric] = f"{self.last.get('eval/' + self.tr.t.best_metric):.4g}"
+        self.bar.set_postfix(postfix)
         if self.bar.disable:
             log.info("step %d/%d  d_loss %.4f  g_loss %.4f  %.1f clips/s  data wait %.1f%%", step,
                      self.tr.t.max_steps, d_loss, g_loss, clips / elapsed, 100 * wait / elapsed)
@@ -130,10 +146,20 @@ class RunLogger:
                           labels=tr.class_names or None, fps=tr.t.fps)
         self.last["samples"] = str(paths[0])
         if self.tensorboard:
-            from vidgan_cli.video_io import to_uint8
-            frames = torch.from_numpy(to_uint8(torch.cat(videos)))  # [N, T, H, W, 3]
-            self.tensorboard.add_video("samples", frames.permute(0, 1, 4, 2, 3), tr.step,
-                                       fps=tr.t.fps)
+            self._tensorboard_video("samples", paths[1], tr.step)
+
+    def _tensorboard_video(self, tag: str, gif_path, step: int) -> None:
+        """The sample grid as an animated image in TensorBoard's Images tab.
+
+        ``SummaryWriter.add_video`` needs moviepy to make the GIF; we already wrote one.
+        """
+        import imageio.v3 as iio
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        height, width = iio.improps(gif_path, index=0).shape[:2]
+        image = Summary.Image(height=height, width=width, colorspace=3,
+                              encoded_image_string=gif_path.read_bytes())
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self.tensorboard._get_file_writer().add_summary(summary, step)
 
     def evaluate(self) -> None:
         from vidgan_cli.metrics import compute_metrics
@@ -175,12 +201,34 @@ class RunLogger:
             "run_dir": str(self.run_dir),
         }
         tr.write_json("summary.json", summary)
-        log.info("done: %d steps in %.1f s (%.2f steps/s); checkpoints in %s; samples in %s",
-                 steps, seconds, summary["steps_per_s"], self.run_dir / "checkpoints",
-                 self.run_dir / "samples")
-        for line in self.warnings:
-            log.warning(line)
+        rows = [("status", summary["status"]), ("steps", f"{steps} (now at {tr.step})"),
+                ("time", f"{seconds:.1f} s"),
+                ("throughput", f"{summary['steps_per_s']:.3f} steps/s, "
+                               f"{summary['steps_per_s'] * tr.t.batch_size * tr.dist.world_size:.1f} clips/s")]
+        rows += [(k, v) for k, v in self.last.items() if k in ("d_loss", "g_loss") or
+                 k.startswith("eval/")]
+        if summary["best"]:
+            rows.append((f"best {tr.t.best_metric}", tr.best))
+        rows += [("checkpoints", str(self.run_dir / "checkpoints")),
+                 ("samples", str(self.last.get("samples", "none")))]
+        log.info("\n%s", render_text(key_value_table("run summary", rows)))
+        self.warnings.__exit__()
+        if self.warnings.messages:
+            log.info("%d warning(s) during the run:\n  %s", len(self.warnings.messages),
+                     "\n  ".join(self.warnings.messages))
         self.metrics.close()
         if self.tensorboard:
+            self._tensorboard_hparams(summary)
             self.tensorboard.close()
         return summary
+
+    def _tensorboard_hparams(self, summary: dict) -> None:
+        """Hyperparameters of a sweep job (its overrides) with its final metrics, for the HParams tab."""
+        from hydra.core.hydra_config import HydraConfig
+        if not HydraConfig.initialized():
+            return
+        overrides = dict(o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+        metrics = {f"hparam/{k}": v for k, v in summary["final"].items()
+                   if isinstance(v, (int, float)) and k != "step"}
+        if overrides and metrics:
+            self.tensorboard.add_hparams(overrides, metrics, run_name=".")
