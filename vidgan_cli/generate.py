@@ -52,6 +52,7 @@ def save_grid(videos, stem: Path, *, nrow: int, labels: list[str] | None, fps: i
 
 def generate(cfg: DictConfig, out_dir: Path) -> list[Path]:
     import torch
+    from tqdm import tqdm
 
     from vidgan_cli.train.checkpoint import build_generator, load_checkpoint
     from vidgan_cli.train.distributed import resolve_device
@@ -79,8 +80,9 @@ def generate(cfg: DictConfig, out_dir: Path) -> list[Path]:
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     videos = []
+    starts = range(0, len(labels), cfg.batch_size)
     with torch.no_grad():
-        for start in range(0, len(labels), cfg.batch_size):
+        for start in tqdm(starts, desc="sampling", unit="batch", disable=not sys.stderr.isatty()):
             chunk = labels[start:start + cfg.batch_size]
             y = None if chunk[0] is None else torch.tensor(chunk, device=device)
             try:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vidgan_cli.metrics.features import I3DFeatures, ShapesFeatures
 from vidgan_cli.metrics.frechet import frechet_from_features, polynomial_mmd
@@ -159,10 +161,13 @@ def fake_batches(G, conditions: torch.Tensor | None, num_samples: int, batch_siz
         yield to_uint8_clips(video), y
 
 
-def extract(extractors: dict, batches) -> dict[str, Features]:
+def extract(extractors: dict, batches, desc: str = "features", total: int | None = None
+            ) -> dict[str, Features]:
     """Run every extractor over every batch; concatenate per-clip outputs (plus the batch labels)."""
     parts: dict[str, list[Features]] = {name: [] for name in extractors}
-    for clips, labels in batches:
+    shown = tqdm(batches, desc=desc, total=total, unit="batch", leave=False,
+                 disable=not sys.stderr.isatty())
+    for clips, labels in shown:
         for name, ex in extractors.items():
             out = ex(clips)
             if labels is not None:
@@ -232,9 +237,11 @@ def real_features(extractors: dict, dataset, num_samples: int, batch_size: int, 
     if todo:
         ref, floor = real_indices(len(dataset), num_samples, seed,
                                   floor=any(ex.needs_floor for ex in todo.values()))
-        real = extract(todo, real_batches(dataset, ref, batch_size))
+        real = extract(todo, real_batches(dataset, ref, batch_size), "real clips",
+                       -(-len(ref) // batch_size))
         floored = {n: e for n, e in todo.items() if e.needs_floor}
-        floors = extract(floored, real_batches(dataset, floor, batch_size)) if floored else {}
+        floors = extract(floored, real_batches(dataset, floor, batch_size), "real floor clips",
+                         -(-len(floor) // batch_size)) if floored else {}
         for name in todo:
             result[name] = {"real": real[name], **({"floor": floors[name]} if name in floors else {})}
             if files[name]:
@@ -264,7 +271,8 @@ def run_metrics(G, *, dataset, names, num_samples: int, batch_size: int, device,
     G.eval()
     try:
         with torch.no_grad():
-            fakes = extract(extractors, fake_batches(G, conditions, num_samples, batch_size, seed))
+            fakes = extract(extractors, fake_batches(G, conditions, num_samples, batch_size, seed),
+                            "generated clips", -(-num_samples // batch_size))
     finally:
         G.train(was_training)
 
