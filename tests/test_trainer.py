@@ -114,3 +114,18 @@ def test_init_from_loads_matching_tensors_and_reports_the_rest(compose_train, tm
     same = [k for k in source["G"] if k in state and state[k].shape == source["G"][k].shape]
     assert same and all(torch.equal(state[k], source["G"][k]) for k in same)
     assert "skipped" in caplog.text and "shape" in caplog.text
+
+
+def test_eval_during_training_keeps_best_checkpoint_and_returns_metric(compose_train, tmp_path):
+    trainer = Trainer(compose_train("dataset.frames=16", "trainer.max_steps=2", "trainer.eval_every=1",
+                                    "trainer.eval_num_samples=8", "trainer.best_metric=shapes/fd",
+                                    "trainer.best_mode=min"), tmp_path)
+    summary = trainer.fit()
+    evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if "eval/shapes/fd" in x]
+    assert [e["step"] for e in evals] == [1, 2]
+    best = min(e["eval/shapes/fd"] for e in evals)
+    assert summary["best"] == {"metric": "shapes/fd", "value": best}
+    saved = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    assert saved["best"] == best and saved["step"] == [e["step"] for e in evals
+                                                      if e["eval/shapes/fd"] == best][0]

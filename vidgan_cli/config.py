@@ -47,6 +47,7 @@ class TrainerConfig:
     eval_every: int = 0                # steps between evaluations of G_ema (0: never)
     eval_metrics: list[str] = field(default_factory=lambda: ["shapes"])
     eval_num_samples: int = 256
+    eval_i3d_path: Any = None          # i3d_pretrained_400.pt, for eval_metrics fvd/kvd
     best_metric: str = ""              # metric that picks best.ckpt, e.g. shapes/fd ("" = none)
     best_mode: str = "min"             # min | max
     nan_policy: str = "stop"           # stop | skip (skip a step whose loss is not finite)

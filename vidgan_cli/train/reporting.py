@@ -167,6 +167,7 @@ class RunLogger:
         results = compute_metrics(tr.G_ema, dataset=tr.dataset, names=list(tr.t.eval_metrics),
                                   num_samples=tr.t.eval_num_samples, batch_size=tr.t.batch_size,
                                   device=tr.device, seed=tr.cfg.seed,
+                                  i3d_path=tr.t.eval_i3d_path,
                                   cache_dir=str(self.run_dir / "eval_cache"))
         record = {"step": tr.step, **{f"eval/{k}": v for k, v in results.items()}}
         self.write(record)
