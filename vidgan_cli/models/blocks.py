@@ -1,0 +1,280 @@
+"""Layers shared by the video GANs: class-conditional BatchNorm, spectral norm, up/down blocks.
+
+Plain blocks are DCGAN-style strided (transposed) convolutions: on a CPU a 4x4x4 transposed
+convolution costs about half of nearest-upsampling followed by a 3x3x3 convolution (measured with
+bf16 autocast and channels_last_3d), which matters because the full-resolution layers dominate.
+Residual blocks are BigGAN-style (pre-activation, 1x1x1 skip) for runs with compute to spare.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+BLOCK_KINDS = ("plain", "residual")
+
+
+def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Wrap ``module`` in spectral normalisation when ``enabled`` (its weight gets Lipschitz 1)."""
+    return spectral_norm(module) if enabled else module
+
+
+def check_block_kind(block: str) -> None:
+    if block not in BLOCK_KINDS:
+        raise ValueError(f"block={block!r} is not one of {', '.join(BLOCK_KINDS)}")
+
+
+def conv_nd(dims: int) -> type[nn.Module]:
+    return nn.Conv3d if dims == 3 else nn.Conv2d
+
+
+def conv_transpose_nd(dims: int) -> type[nn.Module]:
+    return nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
+
+
+def stride_kernel(dims: int, time_scale: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(kernel, stride) of a x2 resampling conv; time keeps its length when ``time_scale`` is off."""
+    if dims == 2:
+        return (4, 4), (2, 2)
+    return ((4 if time_scale else 3), 4, 4), ((2 if time_scale else 1), 2, 2)
+
+
+def scale_factor(dims: int, time_scale: bool) -> tuple[float, ...]:
+    return (2.0, 2.0) if dims == 2 else ((2.0 if time_scale else 1.0), 2.0, 2.0)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose gain and bias are looked up from the class (plain BatchNorm when unconditional)."""
+
+    def __init__(self, channels: int, num_classes: int, dims: int = 3):
+        super().__init__()
+        self.conditional = num_classes > 0
+        bn = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
+        self.bn = bn(channels, affine=not self.conditional)
+        if self.conditional:
+            self.gain = nn.Embedding(num_classes, channels)
+            self.bias = nn.Embedding(num_classes, channels)
+            nn.init.ones_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = self.bn(x)
+        if not self.conditional:
+            return h
+        if y is None:
+            raise ValueError("this model is class-conditional: pass y (class ids [B])")
+        shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        # Cast to the activation dtype so bf16 autocast does not promote the whole map to fp32.
+        gain = self.gain(y).view(shape).to(h.dtype)
+        bias = self.bias(y).view(shape).to(h.dtype)
+        return h * gain + bias
+
+
+class UpBlock(nn.Module):
+    """x2 spatial (and optionally temporal) upsampling with class-conditional norm, pre-activation.
+
+    plain:    CBN -> ReLU -> transposed conv
+    residual: CBN -> ReLU -> nearest up -> conv3 -> CBN -> ReLU -> conv3, plus nearest up -> conv1 skip
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, num_classes: int, *, dims: int = 3,
+                 time_up: bool = False, block: str = "plain", spectral: bool = False):
+        super().__init__()
+        check_block_kind(block)
+        self.residual = block == "residual"
+        self.scale = scale_factor(dims, time_up)
+        self.norm1 = ConditionalBatchNorm(in_ch, num_classes, dims)
+        if self.residual:
+            conv = conv_nd(dims)
+            self.conv1 = sn(conv(in_ch, out_ch, 3, padding=1), spectral)
+            self.norm2 = ConditionalBatchNorm(out_ch, num_classes, dims)
+            self.conv2 = sn(conv(out_ch, out_ch, 3, padding=1), spectral)
+            self.skip = sn(conv(in_ch, out_ch, 1), spectral)
+        else:
+            kernel, stride = stride_kernel(dims, time_up)
+            self.conv1 = sn(conv_transpose_nd(dims)(in_ch, out_ch, kernel, stride, padding=1), spectral)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = F.relu(self.norm1(x, y))
+        if not self.residual:
+            return self.conv1(h)
+        h = self.conv1(F.interpolate(h, scale_factor=self.scale, mode="nearest"))
+        h = self.conv2(F.relu(self.norm2(h, y)))
+        return h + self.skip(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+
+
+class DownBlock(nn.Module):
+    """x2 spatial (and optionally temporal) downsampling for discriminators, no normalisation.
+
+    plain:    [LReLU ->] strided conv4
+    residual: [LReLU ->] conv3 -> LReLU -> conv3 -> avg-pool, plus conv1 -> avg-pool skip
+    The first block of a discriminator sees pixels, so it skips the leading activation.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, dims: int = 3, time_down: bool = False,
+                 block: str = "plain", spectral: bool = True, preactivate: bool = True):
+        super().__init__()
+        check_block_kind(block)
+        self.residual = block == "residual"
+        self.preactivate = preactivate
+        self.pool = scale_factor(dims, time_down)
+        conv = conv_nd(dims)
+        if self.residual:
+            self.conv1 = sn(conv(in_ch, out_ch, 3, padding=1), spectral)
+            self.conv2 = sn(conv(out_ch, out_ch, 3, padding=1), spectral)
+            self.skip = sn(conv(in_ch, out_ch, 1), spectral)
+        else:
+            kernel, stride = stride_kernel(dims, time_down)
+            self.conv1 = sn(conv(in_ch, out_ch, kernel, stride, padding=1), spectral)
+
+    def _downsample(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = tuple(int(s) for s in self.pool)
+        return F.avg_pool3d(x, kernel) if x.dim() == 5 else F.avg_pool2d(x, kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(x, 0.2) if self.preactivate else x
+        if not self.residual:
+            return self.conv1(h)
+        h = self.conv2(F.leaky_relu(self.conv1(h), 0.2))
+        return self._downsample(h) + self._downsample(self.skip(x))
+
+
+class ProjectionHead(nn.Module):
+    """Global sum pooling, a linear score and the projection term <embed(y), h> (Miyato & Koyama 2018)."""
+
+    def __init__(self, channels: int, num_classes: int, spectral: bool = True):
+        super().__init__()
+        self.linear = sn(nn.Linear(channels, 1), spectral)
+        self.embed = sn(nn.Embedding(num_classes, channels), spectral) if num_classes > 0 else None
+
+    def forward(self, features: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = F.leaky_relu(features, 0.2).flatten(2).sum(2)  # [B, C]
+        out = self.linear(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass y (class ids [B])")
+            out = out + (self.embed(y).to(h.dtype) * h).sum(1)
+        return out
+
+
+def stage_widths(base_channels: int, max_channels: int, n: int) -> list[int]:
+    """Widths from fine to coarse: base, 2*base, 4*base ... capped at max_channels (n + 1 entries)."""
+    return [min(max_channels, base_channels * 2 ** i) for i in range(n + 1)]
+
+
+def time_steps(frames: int, n: int) -> list[bool]:
+    """Which of n resampling stages also rescale time: the first k, leaving >= 2 frames at the end.
+
+    Generators list their stages coarse to fine and discriminators fine to coarse, so time is
+    resampled where the maps are smallest in G and where they are largest (cheapest to shrink) in D.
+    """
+    k = min(n, frames.bit_length() - 2)  # log2(frames) - 1 for powers of two
+    return [i < k for i in range(n)]
+
+
+def check_allowed_sizes(model: str, frames: int, resolution: int, allowed_frames, allowed_resolutions) -> None:
+    """Raise ValueError naming every allowed value when frames or resolution is not supported."""
+    wrong = [f"{key}={value}" for key, value, allowed in
+             (("frames", frames, allowed_frames), ("resolution", resolution, allowed_resolutions))
+             if value not in allowed]
+    if wrong:
+        raise ValueError(f"model {model} supports dataset.frames in {list(allowed_frames)} and "
+                         f"dataset.resolution in {list(allowed_resolutions)}; got {', '.join(wrong)}")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def num_stages(resolution: int) -> int:
+    """x2 stages between a 4x4 base and ``resolution`` (a power of two >= 8)."""
+    return resolution.bit_length() - 3
+
+
+class RGBHead(nn.Module):
+    """CBN -> ReLU -> 3x3 conv to RGB: the output layer of residual generators."""
+
+    def __init__(self, channels: int, num_classes: int, spectral: bool, dims: int = 3):
+        super().__init__()
+        self.norm = ConditionalBatchNorm(channels, num_classes, dims)
+        self.conv = sn(conv_nd(dims)(channels, 3, 3, padding=1), spectral)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.conv(F.relu(self.norm(h, y)))
+
+
+class UpStack(nn.Module):
+    """[N, C0, (t0,) 4, 4] -> RGB logits [N, 3, (T,) R, R]: the upsampling body of every generator.
+
+    Plain: the last x2 stage is the RGB layer itself, so no wide full-resolution feature map is
+    ever built (it would dominate the cost); residual: n feature stages and a 3x3 RGB conv.
+    ``base_channels`` is the width of the finest feature map, doubling per coarser stage.
+    """
+
+    def __init__(self, num_classes: int, resolution: int, base_channels: int, max_channels: int,
+                 block: str, spectral: bool, dims: int = 3, time_up: list[bool] | None = None):
+        super().__init__()
+        check_block_kind(block)
+        n = num_stages(resolution)
+        time_up = time_up or [False] * n
+        n_features = n - 1 if block == "plain" else n
+        widths = stage_widths(base_channels, max_channels, n_features)[::-1]  # coarse -> fine
+        self.in_channels = widths[0]
+        self.blocks = nn.ModuleList(
+            UpBlock(widths[i], widths[i + 1], num_classes, dims=dims, time_up=time_up[i], block=block,
+                    spectral=spectral)
+            for i in range(n_features))
+        if block == "plain":
+            self.to_rgb = UpBlock(widths[-1], 3, num_classes, dims=dims, time_up=time_up[-1],
+                                  spectral=spectral)
+        else:
+            self.to_rgb = RGBHead(widths[-1], num_classes, spectral, dims)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        for block in self.blocks:
+            h = block(h, y)
+        return self.to_rgb(h, y)
+
+
+class DownStack(nn.Sequential):
+    """RGB [N, 3, (T,) R, R] -> features [N, C, (t,) 4, 4]: the body of every discriminator."""
+
+    def __init__(self, resolution: int, base_channels: int, max_channels: int, block: str,
+                 spectral: bool, dims: int = 3, time_down: list[bool] | None = None):
+        check_block_kind(block)
+        n = num_stages(resolution)
+        time_down = time_down or [False] * n
+        widths = [3] + stage_widths(base_channels, max_channels, n - 1)
+        super().__init__(*(
+            DownBlock(widths[i], widths[i + 1], dims=dims, time_down=time_down[i], block=block,
+                      spectral=spectral, preactivate=i > 0)
+            for i in range(n)))
+        self.out_channels = widths[-1]
+
+
+class FrameGenerator(nn.Module):
+    """A 2D image generator: frame latents [N, latent_dim] (+ class [N]) -> frames [N, 3, R, R] in [-1, 1].
+
+    MoCoGAN and TGAN render every frame of a clip with it (frames folded into the batch).
+    """
+
+    def __init__(self, latent_dim: int, num_classes: int, resolution: int, base_channels: int,
+                 max_channels: int, block: str, spectral: bool):
+        super().__init__()
+        self.body = UpStack(num_classes, resolution, base_channels, max_channels, block, spectral, dims=2)
+        self.stem = sn(nn.Linear(latent_dim, self.body.in_channels * 16), spectral)
+
+    def forward(self, latents: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = self.stem(latents).view(latents.shape[0], -1, 4, 4)
+        return torch.tanh(self.body(h, y))
+
+
+def frames_to_video(frames: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B*T, 3, H, W] -> [B, 3, T, H, W]."""
+    return frames.view(batch, -1, *frames.shape[1:]).transpose(1, 2)
+
+
+def repeat_per_frame(y: torch.Tensor | None, frames: int) -> torch.Tensor | None:
+    return None if y is None else y.repeat_interleave(frames)
