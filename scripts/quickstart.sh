@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
 # Fresh machine -> a trained model and an MP4: venv, install, train experiment=quickstart, generate.
 # Sized for 2 CPU cores (about 10 minutes); on a GPU it finishes in a minute or two.
+# Extra arguments are Hydra overrides for the training run, e.g. scripts/quickstart.sh trainer.device=cuda
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${VENV:-.venv}"
-PYTHON="${PYTHON:-python3}"
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[av]"
+source scripts/setup_venv.sh av
 RUN_DIR="outputs/quickstart/$(date +%Y-%m-%d_%H-%M-%S)"
 "$VENV/bin/vidgan" train experiment=quickstart hydra.run.dir="$RUN_DIR" "$@"
 "$VENV/bin/vidgan" generate ckpt="$RUN_DIR/checkpoints/last.ckpt" condition=circle num_videos=4 \
