@@ -26,7 +26,7 @@ def test_warnings_are_repeated_at_the_end(compose_train, tmp_path, caplog):
     trainer.loss.g_loss = lambda fake, real: sum(x.sum() for x in fake) * float("nan")
     trainer.fit()
     assert "2 warning(s) during the run" in caplog.text
-    assert caplog.text.count("non-finite loss, update skipped") == 4  # 2 as they happen, 2 repeated
+    assert caplog.text.count("non-finite loss or gradient, update skipped") == 4  # 2 as they happen, 2 repeated
 
 
 def test_tensorboard_scalars_and_sample_grid(compose_train, tmp_path):

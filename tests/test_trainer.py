@@ -129,3 +129,13 @@ def test_eval_during_training_keeps_best_checkpoint_and_returns_metric(compose_t
     saved = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
     assert saved["best"] == best and saved["step"] == [e["step"] for e in evals
                                                       if e["eval/shapes/fd"] == best][0]
+
+
+def test_nan_policy_skip_catches_a_nan_gradient_behind_a_finite_loss(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.max_steps=1", "trainer.nan_policy=skip"), tmp_path)
+    before = {k: v.clone() for k, v in trainer.D.named_parameters()}
+    first = next(trainer.D.parameters())
+    first.register_hook(lambda grad: grad * float("nan"))
+    summary = trainer.fit()
+    assert torch.isfinite(torch.tensor(summary["final"]["d_loss"]))
+    assert_same(before, dict(trainer.D.named_parameters()))

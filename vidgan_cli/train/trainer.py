@@ -239,12 +239,20 @@ class Trainer:
         return loss.detach()
 
     def _optimizer_step(self, opt, scaler, loss: torch.Tensor) -> None:
-        if self.t.nan_policy == "skip" and not torch.isfinite(loss).item():
-            log.warning("step %d: non-finite loss, update skipped", self.step + 1)
+        if self.t.nan_policy == "skip" and not self._finite(opt, loss):
+            log.warning("step %d: non-finite loss or gradient, update skipped", self.step + 1)
             opt.zero_grad(set_to_none=True)
             return
         scaler.step(opt)
         scaler.update()
+
+    @staticmethod
+    def _finite(opt, loss: torch.Tensor) -> bool:
+        """Loss and every gradient finite (one host sync; only with nan_policy=skip). A NaN can reach
+        the gradients with a finite loss, e.g. from a bf16 convolution backward."""
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        norms = torch.stack(torch._foreach_norm(grads)) if grads else loss.new_zeros(1)
+        return bool(torch.isfinite(loss) & torch.isfinite(norms).all())
 
     # ----------------------------------------------------------------------------------------------
     # the loop
