@@ -139,3 +139,11 @@ def test_nan_policy_skip_catches_a_nan_gradient_behind_a_finite_loss(compose_tra
     summary = trainer.fit()
     assert torch.isfinite(torch.tensor(summary["final"]["d_loss"]))
     assert_same(before, dict(trainer.D.named_parameters()))
+
+
+@pytest.mark.parametrize("model", ["cgan3d", "mocogan", "tgan"])
+def test_every_model_trains_with_channels_last_and_the_dual_discriminator(model, compose_train, tmp_path):
+    trainer = Trainer(compose_train(f"model={model}", "model/discriminator=dual",
+                                    "trainer.channels_last=true", "trainer.max_steps=1"), tmp_path)
+    summary = trainer.fit()
+    assert torch.isfinite(torch.tensor([summary["final"]["d_loss"], summary["final"]["g_loss"]])).all()

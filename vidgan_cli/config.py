@@ -35,7 +35,7 @@ class TrainerConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "fp32"            # fp32 | bf16 | fp16 (fp16: CUDA only, with a grad scaler)
     compile: bool = False              # torch.compile G and D
-    channels_last: bool = False        # channels_last_3d memory format for 3D convs
+    channels_last: bool = True         # channels_last_3d memory format for 3D convs
     num_workers: int = 0               # DataLoader worker processes
     log_every: int = 50                # steps between jsonl lines / console updates (host syncs)
     sample_every: int = 500            # steps between sample grids (0: only at the end)
