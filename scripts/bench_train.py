@@ -1,0 +1,219 @@
+"""Benchmark one full training step (D step + G step) against the machine's own limit.
+
+    python scripts/bench_train.py [--steps 10] [--warmup 3] [--rounds 1] [--configs default,quickstart]
+        [--variants fp32,cl,bf16,bf16_cl,compile,best] [--threads N] [--out bench_train.json]
+
+For each config and variant it builds the Trainer the real way (Hydra compose API + Trainer) and times
+its real step functions: fetch a batch from ``iter(trainer.loader)`` (timed apart: the data wait),
+``_to_video``, ``_condition``, ``d_step``, ``g_step``. It reports the median step time, clips/s, the
+FLOPs of one step (``FlopCounterMode``: matmuls and convolutions, forward and backward), the achieved
+FLOP/s, the machine's peak in the step's precision (best of a large matmul and a large Conv3d
+fwd+bwd, measured in the same process right after the steps), their ratio, the data-wait share
+and the peak RSS. Every variant runs in its own process, so its peak RSS and compile caches are its
+own; ``--rounds`` repeats the sweep (every other round backwards) and pools the steps, which is what
+makes figures comparable on a shared machine. The compile variants include their compile time in the
+"1st step" column (a cold inductor cache costs much more than a warm one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+
+CONFIGS = {
+    "default": [],                           # cgan3d, 16x64x64, batch 16, 4 shape classes, default loss
+    "quickstart": ["experiment=quickstart"],  # the README's first run: 16x32x32, batch 16
+}
+# Every variant sets all three keys: the config's own defaults (e.g. channels_last on) must not leak in.
+VARIANTS = {
+    "fp32": ["trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=false"],
+    "cl": ["trainer.precision=fp32", "trainer.channels_last=true", "trainer.compile=false"],
+    "bf16": ["trainer.precision=bf16", "trainer.channels_last=false", "trainer.compile=false"],
+    "bf16_cl": ["trainer.precision=bf16", "trainer.channels_last=true", "trainer.compile=false"],
+    "compile": ["trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=true"],
+    "best": ["trainer.precision=bf16", "trainer.channels_last=true", "trainer.compile=true"],
+}
+COLUMNS = [("config", "config"), ("variant", "variant"), ("step_ms", "step ms"),
+           ("step_ms_min", "min ms"), ("clips_per_s", "clips/s"), ("gflop_per_step", "GFLOP/step"),
+           ("gflops", "GFLOP/s"), ("peak_gflops", "peak GFLOP/s"), ("precision", "prec"),
+           ("of_peak_pct", "% peak"), ("of_peak_best_step_pct", "% (min)"), ("data_wait_pct", "wait %"),
+           ("peak_rss_mb", "RSS MB"),
+           ("first_step_s", "1st step s"), ("load_1min", "load")]
+
+
+def build_trainer(config: str, variant: str, run_dir: str):
+    from vidgan_cli.train.trainer import Trainer
+    cfg = benchlib.compose("train", CONFIGS[config] + VARIANTS[variant] + ["trainer.device=cpu"])
+    trainer = Trainer(cfg, run_dir=run_dir)
+    trainer._d_updates = 0  # fit() sets it; the lazy-regularisation schedule counts from here
+    return trainer
+
+
+def make_step(trainer):
+    """One training step as Trainer.fit runs it; returns (data wait, whole step) in seconds."""
+    batches = iter(trainer.loader)
+
+    def step() -> tuple[float, float]:
+        start = time.perf_counter()
+        clips, labels = next(batches)
+        fetched = time.perf_counter()
+        real, y = trainer._to_video(clips), trainer._condition(labels)
+        trainer.d_step(real, y)
+        trainer.g_step(real, y)
+        return fetched - start, time.perf_counter() - start
+    return step
+
+
+def step_flops(trainer, step) -> int:
+    """FLOPs of one real step, counted on the eager modules (a compiled graph hides its ops)."""
+    compiled = trainer.G_train, trainer.D_train, trainer.D_fwd
+    trainer.G_train, trainer.D_train, trainer.D_fwd = trainer.G, trainer.D, trainer.D
+    try:
+        return benchlib.count_flops(step)
+    finally:
+        trainer.G_train, trainer.D_train, trainer.D_fwd = compiled
+
+
+def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
+    """Raw figures of one (config, variant), all measured in this process."""
+    import torch
+    from omegaconf import OmegaConf
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as run_dir:
+        built = time.perf_counter()
+        trainer = build_trainer(config, variant, run_dir)
+        build_s = time.perf_counter() - built
+        precision = trainer.t.precision
+        step = make_step(trainer)
+        warm = [step()[1] for _ in range(warmup)]
+        load = benchlib.load_avg()
+        timings = [step() for _ in range(steps)]
+        rss = benchlib.peak_rss_mb()  # before the peak kernels allocate (and move glibc's mmap threshold)
+        flops = step_flops(trainer, step)
+        peak = benchlib.machine_peak(precision)
+    return {"config": config, "variant": variant, "overrides": CONFIGS[config] + VARIANTS[variant],
+            "clip": [trainer.cfg.dataset.frames, trainer.cfg.dataset.resolution,
+                     trainer.cfg.dataset.resolution],
+            "batch_size": trainer.t.batch_size, "precision": precision, "flops": flops,
+            "loss": OmegaConf.to_container(trainer.cfg.loss, resolve=True),
+            "nan_policy": trainer.t.nan_policy,
+            "steps_s": [t for _, t in timings], "waits_s": [w for w, _ in timings], "warmup_s": warm,
+            "build_s": build_s, "peak": peak, "peak_rss_mb": rss, "load_avg": load,
+            "threads": torch.get_num_threads()}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """One table row from the runs (rounds) of a (config, variant): steps pooled, best peak."""
+    first = runs[0]
+    totals = [t for r in runs for t in r["steps_s"]]
+    waits = [w for r in runs for w in r["waits_s"]]
+    step_s, flops = benchlib.median(totals), first["flops"]
+    peak = max((r["peak"] for r in runs), key=lambda p: p["peak"])
+    return {
+        **{k: first[k] for k in ("config", "variant", "overrides", "clip", "batch_size", "precision",
+                                 "loss", "nan_policy", "threads")},
+        "rounds": len(runs), "step_ms": round(1e3 * step_s, 1), "step_ms_min": round(1e3 * min(totals), 1),
+        "clips_per_s": round(first["batch_size"] / step_s, 1), "gflop_per_step": round(flops / 1e9, 2),
+        "gflops": round(flops / step_s / 1e9, 1), "peak_gflops": round(peak["peak"] / 1e9, 1),
+        "peak_matmul_gflops": round(peak["matmul"] / 1e9, 1),
+        "peak_conv3d_gflops": round(peak["conv3d"] / 1e9, 1),
+        "of_peak_pct": round(100 * flops / step_s / peak["peak"], 1),
+        "of_peak_best_step_pct": round(100 * flops / min(totals) / peak["peak"], 1),
+        "data_wait_pct": round(100 * sum(waits) / sum(totals), 1),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "first_step_s": round(first["warmup_s"][0], 2) if first["warmup_s"] else None,
+        "load_1min": round(benchlib.median([r["load_avg"][0] for r in runs]), 2),
+        "runs": [{k: r[k] for k in ("steps_s", "waits_s", "warmup_s", "build_s", "peak", "peak_rss_mb",
+                                    "load_avg")} for r in runs],
+    }
+
+
+def child(args) -> None:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_variant(args.child[0], args.child[1], args.steps, args.warmup)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def spawn(config: str, variant: str, args) -> dict | None:
+    cmd = [sys.executable, __file__, "--child", config, variant, "--steps", str(args.steps),
+           "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        print(f"  {config} {variant}: failed (exit {proc.returncode})", file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def parse_list(text: str, allowed) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in items if s not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown {unknown}; choose from {', '.join(allowed)}")
+    return items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
+    parser.add_argument("--configs", default="default,quickstart")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the sweep (alternating order); steps of all rounds are pooled")
+    parser.add_argument("--out", default="bench_train.json")
+    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    configs, variants = parse_list(args.configs, CONFIGS), parse_list(args.variants, VARIANTS)
+
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = benchlib.environment()
+    print(f"bench_train: {benchlib.describe(env)}")
+    print(f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.rounds} round(s); "
+          "one process per variant and round\n")
+    pairs = [(c, v) for c in configs for v in variants]
+    runs: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    for r in range(args.rounds):
+        # Every other round runs backwards, so a slow drift of the load does not favour one end.
+        for config, variant in pairs if r % 2 == 0 else pairs[::-1]:
+            run = spawn(config, variant, args)
+            if run:
+                runs[(config, variant)].append(run)
+                ms = 1e3 * benchlib.median(run["steps_s"])
+                print(f"  round {r + 1}: {config:<10} {variant:<8} {ms:8.1f} ms/step  "
+                      f"(load {run['load_avg'][0]})", flush=True)
+    rows = [summarise(runs[pair]) if runs[pair] else {"config": pair[0], "variant": pair[1],
+                                                      "error": "failed"} for pair in pairs]
+    for config in configs:
+        row = next((r for r in rows if r["config"] == config and "loss" in r), None)
+        if row:
+            loss = row["loss"]
+            print(f"  {config}: loss {loss['kind']} (r1 {loss['r1_gamma']}, r2 {loss['r2_gamma']}, "
+                  f"gp {loss['gp_weight']}, reg_every {loss['reg_every']}, n_critic {loss['n_critic']}), "
+                  f"clips {row['clip']}, batch {row['batch_size']}, nan_policy {row['nan_policy']}")
+    env_after = {"load_avg_after": benchlib.load_avg()}
+    print()
+    benchlib.print_table(rows, COLUMNS, title="full training step (D step + G step), median over steps; "
+                         "% peak = achieved FLOP/s / peak in the step's precision, same process")
+    print(f"\nload average after: {' / '.join(map(str, env_after['load_avg_after']))}")
+    benchlib.write_json(args.out, {"benchmark": "train_step", "environment": {**env, **env_after},
+                                   "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+                                   "results": rows})
+
+
+if __name__ == "__main__":
+    main()
