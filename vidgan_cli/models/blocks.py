@@ -278,3 +278,13 @@ def frames_to_video(frames: torch.Tensor, batch: int) -> torch.Tensor:
 
 def repeat_per_frame(y: torch.Tensor | None, frames: int) -> torch.Tensor | None:
     return None if y is None else y.repeat_interleave(frames)
+
+
+def sample_trained_length(G: nn.Module, name: str, n: int, y: torch.Tensor | None,
+                          generator: torch.Generator | None, frames: int | None) -> torch.Tensor:
+    """``G.sample`` for generators whose clip length is fixed by their architecture."""
+    if frames is not None and frames != G.frames:
+        raise ValueError(f"{name} cannot change clip length: it generates the {G.frames} frames it "
+                         f"was trained on (asked for {frames}); mocogan can generate longer clips")
+    z = torch.randn(n, G.z_dim, generator=generator, device=module_device(G))
+    return G(z, y)

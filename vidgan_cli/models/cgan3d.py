@@ -15,8 +15,8 @@ from vidgan_cli.models.blocks import (
     ProjectionHead,
     UpStack,
     check_allowed_sizes,
-    module_device,
     num_stages,
+    sample_trained_length,
     sn,
     time_steps,
 )
@@ -51,12 +51,7 @@ class Generator(nn.Module):
 
     def sample(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
                frames: int | None = None) -> torch.Tensor:
-        if frames is not None and frames != self.frames:
-            raise ValueError(f"cgan3d cannot change clip length: it generates the {self.frames} frames "
-                             f"it was trained on (asked for {frames}); mocogan can generate longer "
-                             "clips")
-        z = torch.randn(n, self.z_dim, generator=generator, device=module_device(self))
-        return self(z, y)
+        return sample_trained_length(self, "cgan3d", n, y, generator, frames)
 
 
 class Discriminator(nn.Module):

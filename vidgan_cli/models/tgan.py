@@ -16,8 +16,8 @@ from vidgan_cli.models.blocks import (
     FrameGenerator,
     check_allowed_sizes,
     frames_to_video,
-    module_device,
     repeat_per_frame,
+    sample_trained_length,
     sn,
 )
 
@@ -85,12 +85,7 @@ class Generator(nn.Module):
 
     def sample(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
                frames: int | None = None) -> torch.Tensor:
-        if frames is not None and frames != self.frames:
-            raise ValueError(f"tgan cannot change clip length: its temporal generator makes exactly "
-                             f"{self.frames} frames (asked for {frames}); mocogan can generate "
-                             "longer clips")
-        z = torch.randn(n, self.z_dim, generator=generator, device=module_device(self))
-        return self(z, y)
+        return sample_trained_length(self, "tgan", n, y, generator, frames)
 
 
 class Discriminator(cgan3d.Discriminator):
