@@ -6,7 +6,7 @@
 For each config and variant it builds the Trainer the real way (Hydra compose API + Trainer) and times
 its real step functions: fetch a batch from ``iter(trainer.loader)`` (timed apart: the data wait),
 ``_to_video``, ``_condition``, ``d_step``, ``g_step``. It reports the median step time, clips/s, the
-FLOPs of one step (``FlopCounterMode``: matmuls and convolutions, forward and backward), the achieved
+FLOPs of one step (torch's ``flop_registry``: matmuls and convolutions, fwd and bwd), the achieved
 FLOP/s, the machine's peak in the step's precision (best of a large matmul and a large Conv3d
 fwd+bwd, measured in the same process right after the steps), their ratio, the data-wait share
 and the peak RSS. Every variant runs in its own process, so its peak RSS and compile caches are its
@@ -146,10 +146,11 @@ def child(args) -> None:
 def spawn(config: str, variant: str, args) -> dict | None:
     cmd = [sys.executable, __file__, "--child", config, variant, "--steps", str(args.steps),
            "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        print(f"  {config} {variant}: failed (exit {proc.returncode})", file=sys.stderr)
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        print(f"  {config} {variant}: failed (exit {proc.returncode}): {last}", file=sys.stderr)
         return None
     return json.loads(lines[-1][len("RESULT "):])
 

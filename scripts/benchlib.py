@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # A 64->64 channel 3x3x3 convolution over 16x32x32 clips: the shape where oneDNN runs closest to the
@@ -76,11 +77,29 @@ def peak_rss_mb() -> float:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+class _FlopCount(TorchDispatchMode):
+    """Sum torch's FLOP formulas (``flop_registry``: matmuls and convolutions, forward and backward)
+    over the ops that run. Like ``FlopCounterMode`` without its per-module tracking, whose backward
+    hooks do not support ``autograd.grad(create_graph=True)`` (the R1/R2 penalties)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of the matmuls and convolutions ``fn`` runs (forward and backward), as torch counts them."""
-    with FlopCounterMode(display=False) as counter:
+    with _FlopCount() as counter:
         fn()
-    return counter.get_total_flops()
+    return counter.flops
 
 
 def rate(fn: Callable[[], object], repeats: int) -> float:
