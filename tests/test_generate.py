@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from conftest import compose_config
 
@@ -50,6 +51,23 @@ def test_generate_writes_playable_h264_clips_and_grid(checkpoint, tmp_path):
     with av.open(str(tmp_path / "square_000.mp4")) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+
+
+def test_grid_png_is_a_labelled_storyboard_one_clip_per_row(checkpoint, tmp_path):
+    import imageio.v3 as iio
+    from vidgan_cli.video_io import read_video
+    cfg = compose_config("generate", [f"ckpt={checkpoint}", "condition=[circle,square]",
+                                      "num_videos=2", "device=cpu"])
+    generate(cfg, tmp_path)
+    board = iio.imread(tmp_path / "grid.png")
+    # 4 clips of 8 frames of 16x16, padding 2: 4 rows of 16 (+5 pads), 8 frames (+9 pads) + a margin
+    assert board.shape[0] == 4 * 16 + 5 * 2
+    margin = board.shape[1] - (8 * 16 + 9 * 2)
+    assert margin > 0 and board[:, :margin].max() == 255  # the labels, in white
+    clip = read_video(tmp_path / "square_001.mp4")  # the 4th row; mp4 is lossy, so compare loosely
+    row, col = 2 + 3 * 18, margin + 2 + 5 * 18
+    cell = board[row:row + 16, col:col + 16].astype(int)
+    assert np.abs(cell - clip[5].astype(int)).mean() < 12
 
 
 def test_generate_is_reproducible_for_a_seed(checkpoint, tmp_path):

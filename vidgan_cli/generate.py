@@ -44,16 +44,22 @@ def parse_condition(condition, class_names: list[str]) -> list[int | None]:
 
 
 def save_grid(videos, stem: Path, *, nrow: int, labels: list[str] | None, fps: int) -> list[Path]:
-    """Write ``videos`` (float [N, 3, T, H, W] in [-1, 1]) as a grid: ``stem``.mp4, .gif and .png."""
-    from vidgan_cli.video_io import make_grid, to_uint8, write_clip
-    grid = make_grid(to_uint8(videos), nrow=nrow, labels=labels)
-    return [write_clip(stem.with_suffix(suffix), grid, fps) for suffix in (".mp4", ".gif", ".png")]
+    """Write ``videos`` (float [N, 3, T, H, W] in [-1, 1]) as ``stem``.mp4 and .gif (a grid of
+    clips, ``nrow`` per row, ``labels`` one per row) and ``stem``.png (a storyboard: one clip per
+    row, its frames side by side, each row labelled)."""
+    from vidgan_cli.video_io import make_grid, to_uint8, write_clip, write_png_strip
+    clips = to_uint8(videos)
+    grid = make_grid(clips, nrow=nrow, labels=labels)
+    paths = [write_clip(stem.with_suffix(suffix), grid, fps) for suffix in (".mp4", ".gif")]
+    clip_labels = [labels[i // nrow] for i in range(len(clips))] if labels else None
+    return paths + [write_png_strip(stem.with_suffix(".png"), clips, padding=2, labels=clip_labels)]
 
 
 def generate(cfg: DictConfig, out_dir: Path) -> list[Path]:
     import torch
     from tqdm import tqdm
 
+    from vidgan_cli.models.blocks import to_channels_last_3d
     from vidgan_cli.train.checkpoint import build_generator, load_checkpoint
     from vidgan_cli.train.distributed import resolve_device
     from vidgan_cli.video_io import to_uint8, write_video
