@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from vidgan_cli.config import validate_train
 from vidgan_cli.losses import KINDS, GANLoss
 from vidgan_cli.models import cgan3d, dual, mocogan, tgan
-from vidgan_cli.models.blocks import ConditionalBatchNorm
+from vidgan_cli.models.blocks import ConditionalBatchNorm, to_channels_last_3d
 
 Z = 16
 SIZES = dict(frames=4, resolution=16, base_channels=4, max_channels=16)
@@ -89,6 +89,19 @@ def test_sample_is_reproducible_with_a_seeded_generator(name, num_classes):
     again = G.sample(2, y, generator=torch.Generator().manual_seed(7))
     other = G.sample(2, y, generator=torch.Generator().manual_seed(8))
     assert torch.equal(first, again) and not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_channels_last_3d_changes_the_layout_of_3d_convs_only_not_the_output(name):
+    G = make_g(name, 2).eval()
+    y = labels(3, 2)
+    before = G.sample(3, y, generator=torch.Generator().manual_seed(1))
+    to_channels_last_3d(G)
+    convs = [m for m in G.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in convs)
+    assert all(m.weight.is_contiguous() for m in G.modules() if isinstance(m, torch.nn.Conv2d))
+    after = G.sample(3, y, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["cgan3d", "tgan"])

@@ -74,7 +74,7 @@ def generate(cfg: DictConfig, out_dir: Path) -> list[Path]:
     class_names = list(ckpt["class_names"])
     ids = parse_condition(cfg.condition, class_names)
     device = resolve_device(cfg.device)
-    G = build_generator(ckpt, ema=cfg.ema).to(device)
+    G = to_channels_last_3d(build_generator(ckpt, ema=cfg.ema).to(device))
     labels = [i for i in ids for _ in range(cfg.num_videos)]
     names = [class_names[i] if i is not None else "clip" for i in labels]
     targets = [out_dir / f"{name}_{k % cfg.num_videos:03d}.mp4" for k, name in enumerate(names)]

@@ -188,6 +188,17 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def to_channels_last_3d(module: nn.Module) -> nn.Module:
+    """channels_last_3d for the 3D convolutions only (2D layers of image generators keep theirs).
+
+    On this CPU it makes 3D conv steps ~7-12 % faster in training and sampling (README, Performance).
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            m.to(memory_format=torch.channels_last_3d)
+    return module
+
+
 def num_stages(resolution: int) -> int:
     """x2 stages between a 4x4 base and ``resolution`` (a power of two >= 8)."""
     return resolution.bit_length() - 3

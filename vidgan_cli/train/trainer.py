@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from vidgan_cli.config import ConfigError, check_model_sizes, to_yaml
 from vidgan_cli.data import StepBatchSampler, collate_batched
+from vidgan_cli.models.blocks import to_channels_last_3d
 from vidgan_cli.train import checkpoint as ckpt_io
 from vidgan_cli.train import distributed
 from vidgan_cli.train.ema import ema_beta, update_ema
@@ -43,13 +44,6 @@ class CheckpointWriteError(RuntimeError):
 
 def as_heads(out) -> tuple[torch.Tensor, ...]:
     return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else (out.float(),)
-
-
-def to_channels_last_3d(module: nn.Module) -> None:
-    """channels_last_3d for the 3D convolutions only (2D layers of image generators keep theirs)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-            m.to(memory_format=torch.channels_last_3d)
 
 
 def lr_lambda(warmup: int, decay: str, total: int):
