@@ -91,6 +91,19 @@ def test_bf16_autocast_on_cpu_trains(compose_train, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in params(trainer.G).items())
 
 
+@pytest.mark.parametrize("precision, autocast", [("bf16", True), ("fp32", False)])
+def test_regularizers_run_in_the_step_precision(compose_train, tmp_path, precision, autocast):
+    trainer = Trainer(compose_train(f"trainer.precision={precision}", "loss=rpgan",
+                                    "trainer.max_steps=1"), tmp_path)
+    seen, penalty = [], trainer.loss.penalty
+    def spy(*args):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return penalty(*args)
+    trainer.loss.penalty = spy
+    trainer.fit()
+    assert seen == [autocast]
+
+
 def test_fp16_on_cpu_is_refused(compose_train, tmp_path):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         Trainer(compose_train("trainer.precision=fp16"), tmp_path)

@@ -205,7 +205,8 @@ class Trainer:
         total = loss
         every = self.loss.reg_every
         if every and self._d_updates % every == 0:
-            penalty = self.loss.penalty(self.D, real, fake.float(), y)
+            with self._autocast():
+                penalty = self.loss.penalty(self.D, real, fake.float(), y)
             if penalty is not None:
                 total = total + penalty * every
         self._d_updates += 1
