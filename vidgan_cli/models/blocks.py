@@ -26,8 +26,33 @@ def check_block_kind(block: str) -> None:
         raise ValueError(f"block={block!r} is not one of {', '.join(BLOCK_KINDS)}")
 
 
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that zero-pads time itself instead of asking the kernel to.
+
+    Same parameters, state dict and result as ``nn.Conv3d(..., padding=p)``. Works around torch
+    2.13's CPU bf16 Conv3d backward, which returns NaN weight gradients (randomly, in a few percent
+    of calls; at 16x64x64 about every other D step) when the kernel overhangs a short time axis,
+    e.g. 3 taps with padding 1 over 2 frames. With the padding done by ``F.pad`` it never did
+    (0 of 600 calls; scripts/bench_train.py counts skipped updates).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        pad_t = self.padding[0]
+        if isinstance(self.padding, str) or self.padding_mode != "zeros" or pad_t == 0:
+            self.time_pad = 0
+            return
+        self.time_pad = pad_t
+        self.padding = (0,) + tuple(self.padding[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad:
+            x = F.pad(x, (0, 0, 0, 0, self.time_pad, self.time_pad))
+        return super().forward(x)
+
+
 def conv_nd(dims: int) -> type[nn.Module]:
-    return nn.Conv3d if dims == 3 else nn.Conv2d
+    return Conv3d if dims == 3 else nn.Conv2d
 
 
 def conv_transpose_nd(dims: int) -> type[nn.Module]:
