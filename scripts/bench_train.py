@@ -8,10 +8,11 @@ its real step functions: fetch a batch from ``iter(trainer.loader)`` (timed apar
 ``_to_video``, ``_condition``, ``d_step``, ``g_step``. It reports the median step time, clips/s, the
 FLOPs of one step (torch's ``flop_registry``: matmuls and convolutions, fwd and bwd), the achieved
 FLOP/s, the machine's peak in the step's precision (best of a large matmul and a large Conv3d
-fwd+bwd, measured in the same process right after the steps), their ratio, the data-wait share
-and the peak RSS. Every variant runs in its own process, so its peak RSS and compile caches are its
-own; ``--rounds`` repeats the sweep (every other round backwards) and pools the steps, which is what
-makes figures comparable on a shared machine. The compile variants include their compile time in the
+fwd+bwd, measured in the same process right after the steps), their ratio, the data-wait share,
+the optimizer updates whose gradients were not finite (bf16 kernels can make them) and the peak
+RSS. Every variant runs in its own process, so its peak RSS and compile caches are its own;
+``--rounds`` repeats the sweep (every other round backwards) and pools the steps, which is what makes
+figures comparable on a shared machine. The compile variants include their compile time in the
 "1st step" column (a cold inductor cache costs much more than a warm one).
 """
 
@@ -45,8 +46,8 @@ COLUMNS = [("config", "config"), ("variant", "variant"), ("step_ms", "step ms"),
            ("best_round_ms", "best rnd ms"), ("clips_per_s", "clips/s"), ("gflop_per_step", "GFLOP/step"),
            ("gflops", "GFLOP/s"), ("peak_gflops", "peak GFLOP/s"), ("precision", "prec"),
            ("of_peak_pct", "% peak"), ("best_round_of_peak_pct", "% (best rnd)"),
-           ("data_wait_pct", "wait %"), ("peak_rss_mb", "RSS MB"), ("first_step_s", "1st step s"),
-           ("load_1min", "load")]
+           ("data_wait_pct", "wait %"), ("bad_updates", "non-finite"), ("peak_rss_mb", "RSS MB"),
+           ("first_step_s", "1st step s"), ("load_1min", "load")]
 
 
 def build_trainer(config: str, variant: str, run_dir: str):
@@ -72,6 +73,20 @@ def make_step(trainer):
     return step
 
 
+def count_bad_updates(trainer) -> list[int]:
+    """Count optimizer updates whose gradients are not finite (bf16 kernels can produce them);
+    returns the live counter [bad, total]. Costs one gradient norm per update, as nan_policy=skip."""
+    counter = [0, 0]
+    update = trainer._optimizer_step
+
+    def checked(opt, scaler, loss):
+        counter[0] += not trainer._finite(opt, loss)
+        counter[1] += 1
+        update(opt, scaler, loss)
+    trainer._optimizer_step = checked
+    return counter
+
+
 def step_flops(trainer, step) -> int:
     """FLOPs of one real step, counted on the eager modules (a compiled graph hides its ops)."""
     compiled = trainer.G_train, trainer.D_train, trainer.D_fwd
@@ -92,6 +107,7 @@ def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
         build_s = time.perf_counter() - built
         precision = trainer.t.precision
         step = make_step(trainer)
+        bad_updates = count_bad_updates(trainer)
         warm = [step()[1] for _ in range(warmup)]
         load = benchlib.load_avg()
         timings = [step() for _ in range(steps)]
@@ -103,7 +119,7 @@ def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
                      trainer.cfg.dataset.resolution],
             "batch_size": trainer.t.batch_size, "precision": precision, "flops": flops,
             "loss": OmegaConf.to_container(trainer.cfg.loss, resolve=True),
-            "nan_policy": trainer.t.nan_policy,
+            "nan_policy": trainer.t.nan_policy, "bad_updates": bad_updates,
             "steps_s": [t for _, t in timings], "waits_s": [w for w, _ in timings], "warmup_s": warm,
             "build_s": build_s, "peak": peak, "peak_rss_mb": rss, "load_avg": load,
             "threads": torch.get_num_threads()}
@@ -129,6 +145,7 @@ def summarise(runs: list[dict]) -> dict:
         "of_peak_pct": round(100 * flops / step_s / peak["peak"], 1),
         "best_round_of_peak_pct": round(100 * flops / best_s / peak["peak"], 1),
         "data_wait_pct": round(100 * sum(waits) / sum(totals), 1),
+        "bad_updates": f"{sum(r['bad_updates'][0] for r in runs)}/{sum(r['bad_updates'][1] for r in runs)}",
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "first_step_s": round(first["warmup_s"][0], 2) if first["warmup_s"] else None,
         "load_1min": round(benchlib.median([r["load_avg"][0] for r in runs]), 2),

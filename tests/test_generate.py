@@ -55,6 +55,7 @@ def test_generate_writes_playable_h264_clips_and_grid(checkpoint, tmp_path):
 
 def test_grid_png_is_a_labelled_storyboard_one_clip_per_row(checkpoint, tmp_path):
     import imageio.v3 as iio
+
     from vidgan_cli.video_io import read_video
     cfg = compose_config("generate", [f"ckpt={checkpoint}", "condition=[circle,square]",
                                       "num_videos=2", "device=cpu"])
