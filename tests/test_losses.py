@@ -94,6 +94,18 @@ def test_kind_defaults_and_errors():
         GANLoss(r1_gamma=-1.0)
 
 
+def test_class_loss_is_weighted_cross_entropy_of_the_class_scores():
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    y = torch.tensor([0, 1])
+    # hand-computed: -log softmax(scores)[y], averaged
+    row0 = -(2.0 - math.log(math.exp(2.0) + math.exp(0.0) + math.exp(-1.0)))
+    row1 = -(0.5 - math.log(2 * math.exp(0.5) + math.exp(3.0)))
+    loss = GANLoss(kind="rpgan", class_weight=0.5).class_loss(scores, y)
+    assert loss.item() == pytest.approx(0.5 * (row0 + row1) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="class_weight must be >= 0"):
+        GANLoss(class_weight=-1.0)
+
+
 class LinearD(torch.nn.Module):
     """D(x) = sum(w * x) per sample (optionally two heads): grad_x D = w everywhere."""
 

@@ -177,6 +177,26 @@ def test_projection_makes_logits_depend_on_the_class(name):
 
 
 @pytest.mark.parametrize("name", list(DISCRIMINATORS))
+def test_class_scores_are_the_projection_for_every_class(name):
+    D = make_d(name, num_classes=3).eval()
+    video, y = torch.randn(4, 3, 4, 16, 16), torch.tensor([0, 1, 2, 1])
+    torch.manual_seed(0)
+    plain = heads(D(video, y))
+    torch.manual_seed(0)
+    out, scores = D(video, y, class_scores=True)
+    assert scores.shape == (4, 3) and torch.isfinite(scores).all()
+    for a, b in zip(plain, heads(out), strict=True):
+        torch.testing.assert_close(a, b)
+    # the logit for class k minus the logit for class j is scores[k] - scores[j] (summed over heads)
+    torch.manual_seed(0)
+    other = heads(D(video, torch.zeros_like(y)))
+    torch.testing.assert_close(sum(plain) - sum(other), scores.gather(1, y[:, None]).squeeze(1)
+                               - scores[:, 0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="class scores need a class-conditional"):
+        make_d(name, num_classes=0)(video, None, class_scores=True)
+
+
+@pytest.mark.parametrize("name", list(DISCRIMINATORS))
 def test_discriminator_config_round_trip(name):
     D = make_d(name, num_classes=2, block="residual")
     D2 = type(D)(**D.config)

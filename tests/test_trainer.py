@@ -104,6 +104,25 @@ def test_regularizers_run_in_the_step_precision(compose_train, tmp_path, precisi
     assert seen == [autocast]
 
 
+@pytest.mark.parametrize("model", ["model=cgan3d", "model=mocogan", "model/discriminator=dual"])
+def test_auxiliary_class_loss_trains_d_to_classify_and_changes_the_update(compose_train, tmp_path,
+                                                                             model):
+    def trained_embedding(weight: float, run: str):
+        trainer = Trainer(compose_train(model, f"loss.class_weight={weight}", "trainer.max_steps=1"),
+                          tmp_path / run)
+        summary = trainer.fit()
+        assert torch.isfinite(torch.tensor([summary["final"]["d_loss"], summary["final"]["g_loss"]])).all()
+        return {k: v.detach().clone() for k, v in trainer.D.named_parameters() if "embed" in k}
+    with_class, without = trained_embedding(1.0, "a"), trained_embedding(0.0, "b")
+    assert with_class.keys() == without.keys() and with_class
+    assert any(not torch.allclose(with_class[k], without[k]) for k in with_class)
+
+
+def test_auxiliary_class_loss_needs_labels(compose_train, tmp_path):
+    with pytest.raises(ConfigError, match="loss.class_weight=1.0 needs class labels"):
+        Trainer(compose_train("dataset.num_classes=0", "loss.class_weight=1"), tmp_path)
+
+
 def test_fp16_on_cpu_is_refused(compose_train, tmp_path):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         Trainer(compose_train("trainer.precision=fp16"), tmp_path)

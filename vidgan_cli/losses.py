@@ -128,21 +128,22 @@ class GANLoss:
 
     def __init__(self, kind: str = "hinge", minimax: bool = False, r1_gamma: float = 0.0,
                  r2_gamma: float = 0.0, gp_weight: float | None = None, reg_every: int = 1,
-                 n_critic: int | None = None):
+                 n_critic: int | None = None, class_weight: float = 0.0):
         if kind not in KINDS:
             raise ValueError(f"loss.kind={kind!r} is not one of {', '.join(KINDS)}")
         if minimax and kind != "bce":
             raise ValueError(f"loss.minimax applies to kind=bce only (got kind={kind})")
         self.n_critic = DEFAULT_N_CRITIC.get(kind, 1) if n_critic is None else int(n_critic)
         self.gp_weight = DEFAULT_GP_WEIGHT.get(kind, 0.0) if gp_weight is None else float(gp_weight)
-        for key, value in (("r1_gamma", r1_gamma), ("r2_gamma", r2_gamma), ("gp_weight", self.gp_weight)):
+        for key, value in (("r1_gamma", r1_gamma), ("r2_gamma", r2_gamma), ("gp_weight", self.gp_weight),
+                           ("class_weight", class_weight)):
             if value < 0:
                 raise ValueError(f"loss.{key} must be >= 0; got {value}")
         if self.n_critic < 1 or reg_every < 1:
             raise ValueError(f"loss.n_critic and loss.reg_every must be >= 1; got n_critic="
                              f"{self.n_critic}, reg_every={reg_every}")
         self.kind, self.r1_gamma, self.r2_gamma = kind, float(r1_gamma), float(r2_gamma)
-        self.reg_every = int(reg_every)
+        self.reg_every, self.class_weight = int(reg_every), float(class_weight)
         self.needs_real_for_g = kind == "rpgan"
         self._d = D_OBJECTIVES[kind]
         self._g = bce_g_minimax if minimax else G_OBJECTIVES.get(kind)
@@ -160,6 +161,12 @@ class GANLoss:
         return sum(rpgan_g(f.float(), r.float().detach()) for f, r in zip(fakes, as_tuple(real_out),
                                                                          strict=True))
 
+    def class_loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``class_weight`` x cross-entropy of D's class scores: on reals it teaches D the classes, on
+        fakes it asks G for clips D files under their own class (AC-GAN, Odena et al. 2017, here
+        through the projection embedding, so no extra head)."""
+        return self.class_weight * F.cross_entropy(scores.float(), y)
+
     def penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor,
                 y: torch.Tensor | None) -> torch.Tensor | None:
         """The weighted sum of the enabled regularizers, or None when there is none."""
@@ -174,4 +181,5 @@ class GANLoss:
 
     def __repr__(self) -> str:
         return (f"GANLoss(kind={self.kind}, n_critic={self.n_critic}, r1_gamma={self.r1_gamma}, "
-                f"r2_gamma={self.r2_gamma}, gp_weight={self.gp_weight}, reg_every={self.reg_every})")
+                f"r2_gamma={self.r2_gamma}, gp_weight={self.gp_weight}, reg_every={self.reg_every}, "
+                f"class_weight={self.class_weight})")

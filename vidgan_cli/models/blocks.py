@@ -167,21 +167,30 @@ class DownBlock(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Global sum pooling, a linear score and the projection term <embed(y), h> (Miyato & Koyama 2018)."""
+    """Global sum pooling, a linear score and the projection term <embed(y), h> (Miyato & Koyama 2018).
+
+    With ``class_scores=True`` it also returns ``h @ embed.T`` ``[B, num_classes]``: the projection
+    term for every class, which the auxiliary class loss (``loss.class_weight``) treats as logits.
+    """
 
     def __init__(self, channels: int, num_classes: int, spectral: bool = True):
         super().__init__()
         self.linear = sn(nn.Linear(channels, 1), spectral)
         self.embed = sn(nn.Embedding(num_classes, channels), spectral) if num_classes > 0 else None
 
-    def forward(self, features: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, y: torch.Tensor | None, class_scores: bool = False):
         h = F.leaky_relu(features, 0.2).flatten(2).sum(2)  # [B, C]
         out = self.linear(h).squeeze(1)
-        if self.embed is not None:
-            if y is None:
-                raise ValueError("this discriminator is class-conditional: pass y (class ids [B])")
-            out = out + (self.embed(y).to(h.dtype) * h).sum(1)
-        return out
+        if self.embed is None:
+            if class_scores:
+                raise ValueError("class scores need a class-conditional discriminator (num_classes > 0)")
+            return out
+        if y is None:
+            raise ValueError("this discriminator is class-conditional: pass y (class ids [B])")
+        if not class_scores:
+            return out + (self.embed(y).to(h.dtype) * h).sum(1)
+        scores = h @ self.embed.weight.to(h.dtype).t()  # [B, num_classes]
+        return out + scores.gather(1, y[:, None]).squeeze(1), scores
 
 
 def stage_widths(base_channels: int, max_channels: int, n: int) -> list[int]:

@@ -73,5 +73,6 @@ class Discriminator(nn.Module):
     def check_sizes(cls, frames: int, resolution: int) -> None:
         check_allowed_sizes("cgan3d", frames, resolution, FRAMES, RESOLUTIONS)
 
-    def forward(self, video: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.blocks(video), y)
+    def forward(self, video: torch.Tensor, y: torch.Tensor | None = None, class_scores: bool = False):
+        """Logits [B]; with ``class_scores`` also the per-class projection scores [B, num_classes]."""
+        return self.head(self.blocks(video), y, class_scores)

@@ -44,8 +44,8 @@ class FrameDiscriminator(nn.Module):
         self.body = DownStack(resolution, base_channels, max_channels, block, spectral, dims=2)
         self.head = ProjectionHead(self.body.out_channels, num_classes, spectral)
 
-    def forward(self, frames: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.head(self.body(frames), y)
+    def forward(self, frames: torch.Tensor, y: torch.Tensor | None, class_scores: bool = False):
+        return self.head(self.body(frames), y, class_scores)
 
 
 class VideoDiscriminator(nn.Module):
@@ -59,8 +59,8 @@ class VideoDiscriminator(nn.Module):
                               time_down=time_down)
         self.head = ProjectionHead(self.body.out_channels, num_classes, spectral)
 
-    def forward(self, video: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.head(self.body(video), y)
+    def forward(self, video: torch.Tensor, y: torch.Tensor | None, class_scores: bool = False):
+        return self.head(self.body(video), y, class_scores)
 
 
 class DualDiscriminator(nn.Module):
@@ -91,10 +91,16 @@ class DualDiscriminator(nn.Module):
     def check_sizes(cls, frames: int, resolution: int) -> None:
         check_allowed_sizes(cls.MODEL_NAME, frames, resolution, FRAMES, RESOLUTIONS)
 
-    def forward(self, video: torch.Tensor, y: torch.Tensor | None = None):
-        k = self.frames_per_clip
-        frame_logits = self.spatial(random_frames(video, k), repeat_per_frame(y, k))
-        spatial = frame_logits.view(video.shape[0], k).mean(dim=1)
+    def forward(self, video: torch.Tensor, y: torch.Tensor | None = None, class_scores: bool = False):
+        """``(spatial, temporal)`` logits; with ``class_scores`` also the two heads' class scores
+        summed (the spatial head's averaged over its frames), ``[B, num_classes]``."""
+        k, batch = self.frames_per_clip, video.shape[0]
+        spatial = self.spatial(random_frames(video, k), repeat_per_frame(y, k), class_scores)
         d = self.video_downsample
         pooled = F.avg_pool3d(video, (1, d, d)) if d > 1 else video
-        return spatial, self.temporal(pooled, y)
+        temporal = self.temporal(pooled, y, class_scores)
+        if not class_scores:
+            return spatial.view(batch, k).mean(dim=1), temporal
+        (spatial, frame_scores), (temporal, clip_scores) = spatial, temporal
+        scores = frame_scores.view(batch, k, -1).mean(dim=1) + clip_scores
+        return (spatial.view(batch, k).mean(dim=1), temporal), scores

@@ -82,6 +82,9 @@ class Trainer:
             to_channels_last_3d(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.loss = instantiate(cfg.loss)
+        if self.loss.class_weight > 0 and not self.class_names:
+            raise ConfigError(f"loss.class_weight={self.loss.class_weight} needs class labels; this "
+                              "dataset is unconditional (num_classes 0): set loss.class_weight=0")
         self.augment = instantiate(cfg.augment)
         self.opt_G = instantiate(cfg.optimizer.generator)(params=self.G.parameters())
         self.opt_D = instantiate(cfg.optimizer.discriminator)(params=self.D.parameters())
@@ -195,14 +198,20 @@ class Trainer:
         z = torch.randn(n * world, self.G.z_dim, device=self.device, generator=self.z_gen)
         return z[rank * n:(rank + 1) * n]
 
+    def _judge(self, D, video: torch.Tensor, y: torch.Tensor | None):
+        """D's logits and, when the auxiliary class loss is on, its class scores (else None)."""
+        if self.loss.class_weight > 0:
+            return D(video, y, class_scores=True)
+        return D(video, y), None
+
     def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
             fake = self.G_train(self._z(real.shape[0]), y)
         with self._autocast():
-            real_out = self.D_train(self.augment(real), y)
+            real_out, real_scores = self._judge(self.D_train, self.augment(real), y)
             fake_out = self.D_train(self.augment(fake.float()), y)
         loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
-        total = loss
+        total = loss if real_scores is None else loss + self.loss.class_loss(real_scores, y)
         every = self.loss.reg_every
         if every and self._d_updates % every == 0:
             with self._autocast():
@@ -220,14 +229,15 @@ class Trainer:
         try:
             with self._autocast():
                 fake = self.G_train(self._z(real.shape[0]), y)
-                fake_out = self.D_fwd(self.augment(fake), y)
+                fake_out, fake_scores = self._judge(self.D_fwd, self.augment(fake), y)
                 real_out = None
                 if self.loss.needs_real_for_g:
                     with torch.no_grad():
                         real_out = as_heads(self.D_fwd(self.augment(real), y))
             loss = self.loss.g_loss(as_heads(fake_out), real_out)
+            total = loss if fake_scores is None else loss + self.loss.class_loss(fake_scores, y)
             self.opt_G.zero_grad(set_to_none=True)
-            self.scaler_G.scale(loss).backward()
+            self.scaler_G.scale(total).backward()
             self._optimizer_step(self.opt_G, self.scaler_G, loss)
         finally:
             self.D.requires_grad_(True)
