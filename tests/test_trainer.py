@@ -8,7 +8,7 @@ import yaml
 
 from vidgan_cli.config import ConfigError
 from vidgan_cli.train.checkpoint import build_generator, load_checkpoint
-from vidgan_cli.train.trainer import Trainer, TrainingDiverged
+from vidgan_cli.train.trainer import Trainer, TrainingDiverged, resolve_precision
 
 
 def params(module):
@@ -121,6 +121,21 @@ def test_auxiliary_class_loss_trains_d_to_classify_and_changes_the_update(compos
 def test_auxiliary_class_loss_needs_labels(compose_train, tmp_path):
     with pytest.raises(ConfigError, match="loss.class_weight=1.0 needs class labels"):
         Trainer(compose_train("dataset.num_classes=0", "loss.class_weight=1"), tmp_path)
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_on_hardware_with_native_bf16(compose_train, tmp_path, monkeypatch,
+                                                                 native, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    trainer = Trainer(compose_train("trainer.precision=auto", "trainer.max_steps=1",
+                                    "trainer.save_every=1"), tmp_path)
+    assert trainer.t.precision == expected
+    trainer.fit()
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert f"precision: {expected}" in saved["config_yaml"]
 
 
 def test_fp16_on_cpu_is_refused(compose_train, tmp_path):

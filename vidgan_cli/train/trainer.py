@@ -46,6 +46,20 @@ def as_heads(out) -> tuple[torch.Tensor, ...]:
     return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else (out.float(),)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 autocast where the hardware computes bf16 natively (a CUDA GPU that supports
+    it; a CPU with AVX-512 bf16 or AMX), else fp32. Other values are returned as they are."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    elif device.type == "cpu":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    else:
+        native = False
+    return "bf16" if native else "fp32"
+
+
 def lr_lambda(warmup: int, decay: str, total: int):
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -63,6 +77,10 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
         self.cfg, self.run_dir, self.t = cfg, Path(run_dir), cfg.trainer
         self.dist, self.device = distributed.setup(self.t.device)
+        if self.t.precision == "auto":  # the run folder's config and checkpoints record the choice
+            with open_dict(cfg):
+                cfg.trainer.precision = resolve_precision("auto", self.device)
+            log.info("trainer.precision=auto: using %s on %s", cfg.trainer.precision, self.device)
         if self.t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("trainer.precision=fp16 needs a CUDA device (it relies on a grad "
                               "scaler); on the CPU use bf16 or fp32")
