@@ -49,7 +49,7 @@ def test_wrong_type_fails_at_compose_time():
     ("dataset.resolution=48", r"resolution"),
     ("optimizer.lr=-1", r"optimizer.lr must be > 0"),
     ("trainer.batch_size=0", r"trainer.batch_size must be > 0"),
-    ("trainer.precision=fp8", r"trainer.precision='fp8' is not one of fp32, bf16, fp16"),
+    ("trainer.precision=fp8", r"trainer.precision='fp8' is not one of auto, fp32, bf16, fp16"),
     ("trainer.device=tpu", r"trainer.device='tpu'"),
     ("optimizer.decay=step", r"optimizer.decay='step' is not one of constant, linear, cosine"),
     ("trainer.best_metric=shapes/fd", r"needs trainer.eval_every > 0"),
