@@ -33,7 +33,7 @@ class TrainerConfig:
     max_steps: int = 20_000            # generator steps (each preceded by loss.n_critic D steps)
     batch_size: int = 16               # clips per step (per process under torchrun)
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"            # auto | fp32 | bf16 | fp16 (fp16: CUDA only, with a grad scaler);
+    precision: str = "auto"            # auto | fp32 | bf16 | fp16 (fp16: CUDA only, with a grad scaler);
     #                                    auto: bf16 where the hardware has native bf16, else fp32
     compile: bool = False              # torch.compile G and D
     channels_last: bool = True         # channels_last_3d memory format for 3D convs
