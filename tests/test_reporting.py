@@ -55,3 +55,18 @@ def test_metrics_jsonl_has_one_line_per_tick(compose_train, tmp_path):
     assert [x["step"] for x in lines] == [2, 4]
     assert {"d_loss", "g_loss", "clips_per_s", "sec_per_step", "data_wait", "lr_G"} <= lines[0].keys()
     assert 0 <= lines[0]["data_wait"] <= 1
+
+
+def test_sample_grids_are_fixed_and_leave_the_training_rng_alone(compose_train, tmp_path, monkeypatch):
+    import torch
+    trainer = Trainer(compose_train("model=mocogan", "trainer.max_steps=1"), tmp_path)
+    trainer.fit()  # sets up the reporter
+    grids = []
+    monkeypatch.setattr("vidgan_cli.generate.save_grid",
+                        lambda videos, stem, **kw: grids.append(videos) or [stem.with_suffix(".mp4")])
+    state = torch.get_rng_state()
+    trainer.reporter.samples()
+    assert torch.equal(torch.get_rng_state(), state)  # training draws what it would have drawn
+    torch.manual_seed(999)  # whatever the training stream is at the next tick
+    trainer.reporter.samples()
+    assert torch.equal(grids[0], grids[1])  # mocogan's motion noise included

@@ -137,10 +137,15 @@ class RunLogger:
         tr = self.tr
         z, y = self.fixed_noise
         videos = []
-        for start in range(0, len(z), 16):
-            zb = z[start:start + 16].to(tr.device)
-            yb = y[start:start + 16].to(tr.device) if y is not None else None
-            videos.append(tr.G_ema(zb, yb).float().cpu())
+        # Generators that draw noise of their own (mocogan's motion) draw it from a fixed seed here,
+        # so every grid shows the same clips, and the training RNG stream does not see the sampling.
+        devices = [tr.device] if tr.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(tr.cfg.seed + 54321)
+            for start in range(0, len(z), 16):
+                zb = z[start:start + 16].to(tr.device)
+                yb = y[start:start + 16].to(tr.device) if y is not None else None
+                videos.append(tr.G_ema(zb, yb).float().cpu())
         stem = self.run_dir / "samples" / f"step_{tr.step:07d}"
         paths = save_grid(torch.cat(videos), stem, nrow=tr.t.sample_columns,
                           labels=tr.class_names or None, fps=tr.t.fps)
