@@ -297,12 +297,13 @@ def test_model_yamls_validate_and_instantiate(compose_train, override):
 
 @pytest.mark.parametrize("kernel, stride, padding", [((3, 4, 4), (1, 2, 2), 1), (3, 1, 1), (4, 2, 1),
                                                      (1, 1, 0)])
-def test_time_padded_conv3d_equals_torch_conv3d(kernel, stride, padding):
+@pytest.mark.parametrize("frames", [2, 8])  # a time axis shorter than the kernel is padded by F.pad
+def test_time_padded_conv3d_equals_torch_conv3d(kernel, stride, padding, frames):
     torch.manual_seed(0)
     ours = Conv3d(5, 6, kernel, stride, padding)
     ref = torch.nn.Conv3d(5, 6, kernel, stride, padding)
     ref.load_state_dict(ours.state_dict())  # same keys and shapes: checkpoints load either way
-    x = torch.randn(2, 5, 2, 8, 8, requires_grad=True)
+    x = torch.randn(2, 5, frames, 8, 8, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_(True)
     out, out_ref = ours(x), ref(x_ref)
     torch.testing.assert_close(out, out_ref)

@@ -27,28 +27,23 @@ def check_block_kind(block: str) -> None:
 
 
 class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` that zero-pads time itself instead of asking the kernel to.
+    """``nn.Conv3d`` that zero-pads a short time axis itself instead of asking the kernel to.
 
-    Same parameters, state dict and result as ``nn.Conv3d(..., padding=p)``. Works around torch
-    2.13's CPU bf16 Conv3d backward, which returns NaN weight gradients (randomly, in a few percent
-    of calls; at 16x64x64 about every other D step) when the kernel overhangs a short time axis,
-    e.g. 3 taps with padding 1 over 2 frames. With the padding done by ``F.pad`` it never did
-    (0 of 600 calls; scripts/bench_train.py counts skipped updates).
+    Same parameters, state dict and result as ``nn.Conv3d``. Works around torch 2.13's CPU bf16
+    Conv3d backward, which returns NaN weight gradients (randomly, in a few percent of calls; at
+    16x64x64 in about 40 % of D steps) when the kernel overhangs a time axis shorter than itself,
+    e.g. 3 taps with padding 1 over 2 frames. With that padding done by ``F.pad`` it never did
+    (0 of 100 calls). Longer clips take the normal path: padding a full-resolution input costs
+    a copy (8 % of a 16x64x64 step when it was done everywhere).
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        pad_t = self.padding[0]
-        if isinstance(self.padding, str) or self.padding_mode != "zeros" or pad_t == 0:
-            self.time_pad = 0
-            return
-        self.time_pad = pad_t
-        self.padding = (0,) + tuple(self.padding[1:])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_pad:
-            x = F.pad(x, (0, 0, 0, 0, self.time_pad, self.time_pad))
-        return super().forward(x)
+        pad_t = self.padding[0] if isinstance(self.padding, tuple) else 0
+        if not pad_t or self.padding_mode != "zeros" or x.shape[2] >= self.kernel_size[0]:
+            return super().forward(x)
+        x = F.pad(x, (0, 0, 0, 0, pad_t, pad_t))
+        return F.conv3d(x, self.weight, self.bias, self.stride, (0,) + tuple(self.padding[1:]),
+                        self.dilation, self.groups)
 
 
 def conv_nd(dims: int) -> type[nn.Module]:
