@@ -220,7 +220,8 @@ def module_device(module: nn.Module) -> torch.device:
 def to_channels_last_3d(module: nn.Module) -> nn.Module:
     """channels_last_3d for the 3D convolutions only (2D layers of image generators keep theirs).
 
-    On this CPU it makes 3D conv steps ~7-12 % faster in training and sampling (README, Performance).
+    On the development CPU it made training steps 1-25 % faster and sampling 15-26 % (README,
+    Performance).
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
