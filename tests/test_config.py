@@ -86,5 +86,7 @@ def test_checkpoint_configs_may_only_name_trusted_targets():
 def test_quickstart_experiment_overrides_only_what_differs():
     cfg = compose_config("train", ["experiment=quickstart"])
     assert cfg.dataset.resolution == 32 and cfg.model.generator.resolution == 32
+    assert cfg.model.discriminator._target_ == "vidgan_cli.models.dual.DualDiscriminator"
+    assert cfg.loss.class_weight == 1.0 and cfg.model.generator.base_channels == 32
     assert Path(REPO / "conf" / "experiment" / "quickstart.yaml").read_text().startswith(
         "# @package _global_")
