@@ -74,16 +74,25 @@ def make_step(trainer):
 
 
 def count_bad_updates(trainer) -> list[int]:
-    """Count optimizer updates whose gradients are not finite (bf16 kernels can produce them);
-    returns the live counter [bad, total]. Costs one gradient norm per update, as nan_policy=skip."""
+    """Count optimizer updates whose gradients are not finite (bf16 kernels can make them); returns
+    the live counter [bad, total]. With nan_policy=skip it counts the trainer's own check; otherwise
+    it adds that check (one gradient norm per update) in front of every update."""
     counter = [0, 0]
-    update = trainer._optimizer_step
+    finite = trainer._finite
 
-    def checked(opt, scaler, loss):
-        counter[0] += not trainer._finite(opt, loss)
+    def checked(opt, loss) -> bool:
+        ok = finite(opt, loss)
+        counter[0] += not ok
         counter[1] += 1
-        update(opt, scaler, loss)
-    trainer._optimizer_step = checked
+        return ok
+    trainer._finite = checked
+    if trainer.t.nan_policy != "skip":  # the trainer checks nothing per update then
+        update = trainer._optimizer_step
+
+        def check_then_update(opt, scaler, loss):
+            checked(opt, loss)
+            update(opt, scaler, loss)
+        trainer._optimizer_step = check_then_update
     return counter
 
 

@@ -182,10 +182,9 @@ class ProjectionHead(nn.Module):
             return out
         if y is None:
             raise ValueError("this discriminator is class-conditional: pass y (class ids [B])")
-        if not class_scores:
-            return out + (self.embed(y).to(h.dtype) * h).sum(1)
-        scores = h @ self.embed.weight.to(h.dtype).t()  # [B, num_classes]
-        return out + scores.gather(1, y[:, None]).squeeze(1), scores
+        scores = h @ self.embed.weight.to(h.dtype).t()  # [B, num_classes]; <embed(y), h> for every y
+        out = out + scores.gather(1, y[:, None]).squeeze(1)
+        return (out, scores) if class_scores else out
 
 
 def stage_widths(base_channels: int, max_channels: int, n: int) -> list[int]:
