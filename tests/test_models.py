@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch import nn
 
 from vidgan_cli.config import validate_train
 from vidgan_cli.losses import KINDS, GANLoss
-from vidgan_cli.models import cgan3d, dual, mocogan, tgan
-from vidgan_cli.models.blocks import ConditionalBatchNorm, Conv3d, to_channels_last_3d
+from vidgan_cli.models import blocks, cgan3d, dual, mocogan, tgan
+from vidgan_cli.models.blocks import ConditionalBatchNorm, Conv3d, ConvTranspose3d, to_channels_last_3d
 
 Z = 16
 SIZES = dict(frames=4, resolution=16, base_channels=4, max_channels=16)
@@ -324,3 +326,133 @@ def test_time_padded_conv3d_has_finite_bf16_weight_gradients_on_two_frames():
         conv.zero_grad()
         out.backward(torch.randn_like(out))
         assert torch.isfinite(conv.weight.grad).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 4, 8, 8), (2, 3, 4, 6, 6), (2, 64, 2, 4, 4), (2, 5, 3, 3, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_per_sample_affine_is_h_times_gain_plus_bias_in_either_format(shape, channels_last):
+    torch.manual_seed(0)
+    h = torch.randn(shape)
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last_3d)
+    h.requires_grad_(True)
+    gain, bias = torch.randn(shape[:2], requires_grad=True), torch.randn(shape[:2], requires_grad=True)
+    out = blocks.per_sample_affine(h, gain, bias)
+    ref = h.detach() * gain.detach()[..., None, None, None] + bias.detach()[..., None, None, None]
+    torch.testing.assert_close(out, ref)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d) == channels_last  # format kept
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(bias.grad, torch.full(shape[:2], float(h[0, 0].numel())))
+    torch.testing.assert_close(gain.grad, h.detach().flatten(2).sum(2))
+    torch.testing.assert_close(h.grad, gain.detach()[..., None, None, None].expand(shape))
+
+
+# --------------------------------------------------------------------------------------------------
+# convolutions with an RGB side (sub-pixel form where oneDNN is slow)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((3, 4, 4), (1, 2, 2), (1, 1, 1)),   # G's RGB layer: x2 in space
+    ((4, 4, 4), (2, 2, 2), (1, 1, 1)),   # D's first layer: x2 in time too
+    ((1, 4, 4), (1, 2, 2), (0, 1, 1)),
+    ((4, 3, 4), (2, 1, 2), (1, 1, 1)),
+])
+def test_subpixel_transposed_conv_equals_conv_transpose3d(kernel, stride, padding):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 4, 5, dtype=torch.float64)
+    w, b = torch.randn(5, 3, *kernel, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    torch.testing.assert_close(blocks.conv_transpose3d_subpixel(x, w, b, stride, padding),
+                               F.conv_transpose3d(x, w, b, stride, padding))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_rgb_side_conv_is_twice_differentiable(transposed):
+    """gradcheck and gradgradcheck: the R1/R2 penalties differentiate D's input gradient again."""
+    torch.manual_seed(0)
+    if transposed:  # wide (4 channels) -> thin (2)
+        x, w = torch.randn(1, 4, 2, 3, 3), torch.randn(4, 2, 3, 4, 4)
+    else:           # thin (2) -> wide (4)
+        x, w = torch.randn(1, 2, 4, 6, 6), torch.randn(4, 2, 3, 4, 4)
+    inputs = [t.double().requires_grad_(True) for t in (x, w, torch.randn(w.shape[1 if transposed else 0]))]
+
+    def conv(x, w, b):
+        return blocks._RGBSideConv3d.apply(x, w, b, (1, 2, 2), (1, 1, 1), transposed)
+    assert torch.autograd.gradcheck(conv, inputs)
+    assert torch.autograd.gradgradcheck(conv, inputs)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_rgb_side_modules_equal_torch_modules(transposed, channels_last):
+    torch.manual_seed(0)
+    if transposed:
+        ours, ref = ConvTranspose3d(6, 3, (3, 4, 4), (1, 2, 2), 1), nn.ConvTranspose3d(6, 3, (3, 4, 4), (1, 2, 2), 1)
+        x = torch.randn(2, 6, 3, 4, 5)
+    else:
+        ours, ref = Conv3d(3, 6, 4, 2, 1), nn.Conv3d(3, 6, 4, 2, 1)
+        x = torch.randn(2, 3, 4, 8, 10)
+    ref.load_state_dict(ours.state_dict())  # same keys and shapes: checkpoints load either way
+    if channels_last:
+        to_channels_last_3d(ours)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = x.requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, out_ref = ours(x), ref(x_ref)
+    assert out.grad_fn.name() == "_RGBSideConv3dBackward"  # the path under test, not the fallback
+    torch.testing.assert_close(out, out_ref)
+    grad = torch.randn_like(out_ref)
+    out.backward(grad)
+    out_ref.backward(grad)
+    for a, b in ((ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad), (x.grad, x_ref.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)  # sums taken in another order
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_rgb_side_modules_cast_like_autocast(transposed):
+    torch.manual_seed(0)
+    ours = ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1) if transposed else Conv3d(3, 16, 4, 2, 1)
+    ref = (nn.ConvTranspose3d if transposed else nn.Conv3d)(*((16, 3, (3, 4, 4), (1, 2, 2), 1) if transposed
+                                                            else (3, 16, 4, 2, 1)))
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 16, 4, 8, 8) if transposed else torch.randn(2, 3, 4, 16, 16)
+    x, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, out_ref = ours(x), ref(x_ref)
+    assert out.dtype == out_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), out_ref.float(), rtol=0.02, atol=0.05)
+    out.float().square().sum().backward()
+    out_ref.float().square().sum().backward()
+    assert x.grad.dtype == ours.weight.grad.dtype == ours.bias.grad.dtype == torch.float32
+    for a, b in ((ours.weight.grad, ref.weight.grad), (x.grad, x_ref.grad)):
+        assert (a - b).norm() / b.norm() < 0.02
+
+
+def test_only_thin_x2_layers_take_the_rgb_side_path():
+    x3, x16 = torch.randn(1, 3, 4, 8, 8, requires_grad=True), torch.randn(1, 16, 4, 8, 8, requires_grad=True)
+    assert Conv3d(3, 16, 4, 2, 1)(x3).grad_fn.name() == "_RGBSideConv3dBackward"
+    assert Conv3d(3, 16, 3, 1, 1)(x3).grad_fn.name() != "_RGBSideConv3dBackward"       # no x2 axis
+    assert Conv3d(16, 32, 4, 2, 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"     # wide input
+    assert Conv3d(3, 16, 4, 2, 1)(x3.detach()).grad_fn.name() != "_RGBSideConv3dBackward"  # no input grad
+    assert ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1)(x16).grad_fn.name() == "_RGBSideConv3dBackward"
+    assert ConvTranspose3d(16, 8, (3, 4, 4), (1, 2, 2), 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"
+    assert ConvTranspose3d(16, 3, 3, 2, 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"  # kernel 3
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_rgb_side_path_counts_the_same_flops(transposed):
+    """The sub-pixel form is a re-indexing, not extra work: torch's FLOP count (forward and backward)
+    does not change."""
+    from torch.utils.flop_counter import FlopCounterMode
+    if transposed:
+        modules = ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1), nn.ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1)
+        x = torch.randn(1, 16, 4, 8, 8)
+    else:
+        modules = Conv3d(3, 16, 4, 2, 1), nn.Conv3d(3, 16, 4, 2, 1)
+        x = torch.randn(1, 3, 4, 16, 16)
+    counts = []
+    for module in modules:
+        with FlopCounterMode(display=False) as counter:
+            module(x.clone().requires_grad_(True)).sum().backward()
+        counts.append(counter.get_total_flops())
+    forward = 2 * 16 * 3 * (3 * 16 if transposed else 64) * (4 * 8 * 8 if transposed else 2 * 8 * 8)
+    assert counts[0] == counts[1] == 3 * forward  # forward, input gradient, weight gradient
