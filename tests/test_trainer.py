@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from vidgan_cli.config import ConfigError
+from vidgan_cli.models.blocks import to_channels_last_3d
 from vidgan_cli.train.checkpoint import build_generator, load_checkpoint
 from vidgan_cli.train.trainer import Trainer, TrainingDiverged, resolve_precision
 
@@ -45,6 +46,8 @@ def test_checkpoint_is_weights_only_and_rebuilds_the_generator(compose_train, tm
     assert raw["version"] and raw["G_class"] == "vidgan_cli.models.cgan3d.Generator"
     assert yaml.safe_load(raw["config_yaml"])["trainer"]["max_steps"] == 2
     G = build_generator(load_checkpoint(path))
+    if trainer.t.channels_last:  # the same memory format: the same kernels, bit for bit
+        to_channels_last_3d(G)
     z, y = torch.randn(2, G.z_dim), torch.tensor([0, 1])
     assert torch.equal(G(z, y), trainer.G_ema(z, y))
     assert list(tmp_path.glob("checkpoints/.*")) == [], "no temp files left behind"
@@ -102,6 +105,37 @@ def test_regularizers_run_in_the_step_precision(compose_train, tmp_path, precisi
     trainer.loss.penalty = spy
     trainer.fit()
     assert seen == [autocast]
+
+
+def test_spectral_norm_runs_once_per_update_not_once_per_d_call(compose_train, tmp_path):
+    """D judges reals and fakes (and, with R1/R2, both again) in one update: the normalised weights
+    are computed once for it, and once for the G step."""
+    trainer = Trainer(compose_train("loss=rpgan", "loss.reg_every=1"), tmp_path)
+    trainer._d_updates = 0
+    norm = trainer.D.blocks[0].conv1.parametrizations.weight[0]
+    calls, forward = [], norm.forward
+    norm.forward = lambda weight: calls.append(1) or forward(weight)
+    clips, labels = next(iter(trainer.loader))
+    real, y = trainer._to_video(clips), trainer._condition(labels)
+    trainer.d_step(real, y)
+    assert len(calls) == 1
+    trainer.g_step(real, y)
+    assert len(calls) == 2
+    trainer.D(real, y)  # outside a step the weight is recomputed on every call, as before
+    assert len(calls) == 3
+
+
+def test_real_clips_arrive_in_the_step_precision_and_memory_format(compose_train, tmp_path):
+    trainer = Trainer(compose_train("trainer.precision=bf16", "trainer.channels_last=true"), tmp_path)
+    clips = torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(8 * 16 * 16 * 3 // 2).view(
+        1, 8, 16, 16, 3)
+    real = trainer._to_video(clips)
+    assert real.dtype == torch.bfloat16 and real.shape == (1, 3, 8, 16, 16)
+    assert real.is_contiguous(memory_format=torch.channels_last_3d)
+    assert real.min().item() == -1.0 and real.max().item() == 1.0
+    trainer = Trainer(compose_train("trainer.precision=fp32", "trainer.channels_last=false"), tmp_path / "b")
+    real = trainer._to_video(clips)
+    assert real.dtype == torch.float32 and real.is_contiguous()
 
 
 @pytest.mark.parametrize("model", ["model=cgan3d", "model=mocogan", "model/discriminator=dual"])

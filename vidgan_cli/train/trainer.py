@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from vidgan_cli.config import ConfigError, check_model_sizes, to_yaml
@@ -202,11 +203,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.t.precision])
 
     def _to_video(self, clips: torch.Tensor) -> torch.Tensor:
-        # uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1]; the permuted view already has
-        # channels_last_3d strides, so keep it when that format is on and copy once otherwise.
+        # uint8 [B, T, H, W, 3] -> [B, 3, T, H, W] in [-1, 1], in the dtype the step computes in
+        # (autocast would cast it at every D call otherwise: a full-size copy each). The permuted
+        # view already has channels_last_3d strides; .to keeps them or copies once into the format.
         video = clips.to(self.device, non_blocking=True).permute(0, 4, 1, 2, 3)
         video = video.float().div_(127.5).sub_(1.0)
-        return video if self.t.channels_last else video.contiguous()
+        fmt = torch.channels_last_3d if self.t.channels_last else torch.contiguous_format
+        return video.to(dtype=AUTOCAST_DTYPES.get(self.t.precision, torch.float32), memory_format=fmt)
 
     def _condition(self, labels: torch.Tensor) -> torch.Tensor | None:
         return labels.to(self.device, non_blocking=True) if self.class_names else None
@@ -225,17 +228,20 @@ class Trainer:
     def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
             fake = self.G_train(self._z(real.shape[0]), y)
-        with self._autocast():
-            real_out, real_scores = self._judge(self.D_train, self.augment(real), y)
-            fake_out = self.D_train(self.augment(fake.float()), y)
-        loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
-        total = loss if real_scores is None else loss + self.loss.class_loss(real_scores, y)
-        every = self.loss.reg_every
-        if every and self._d_updates % every == 0:
+        # cached(): a spectrally normalised weight is computed (one power iteration) once per
+        # update, not once per D call.
+        with parametrize.cached():
             with self._autocast():
-                penalty = self.loss.penalty(self.D, real, fake.float(), y)
-            if penalty is not None:
-                total = total + penalty * every
+                real_out, real_scores = self._judge(self.D_train, self.augment(real), y)
+                fake_out = self.D_train(self.augment(fake), y)
+            loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
+            total = loss if real_scores is None else loss + self.loss.class_loss(real_scores, y)
+            every = self.loss.reg_every
+            if every and self._d_updates % every == 0:
+                with self._autocast():
+                    penalty = self.loss.penalty(self.D, real, fake, y)
+                if penalty is not None:
+                    total = total + penalty * every
         self._d_updates += 1
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler_D.scale(total).backward()
@@ -245,7 +251,7 @@ class Trainer:
     def g_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         self.D.requires_grad_(False)  # no weight gradients for D in the G step
         try:
-            with self._autocast():
+            with parametrize.cached(), self._autocast():
                 fake = self.G_train(self._z(real.shape[0]), y)
                 fake_out, fake_scores = self._judge(self.D_fwd, self.augment(fake), y)
                 real_out = None
