@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from vidgan_cli.data import StepBatchSampler, collate_batched
-from vidgan_cli.data.shapes import SHAPE_NAMES, ShapesDataset
+from vidgan_cli.data.shapes import SHAPE_NAMES, ShapesDataset, uniforms
 
 
 def test_clip_shape_dtype_and_labels():
@@ -82,3 +83,33 @@ def test_collate_passes_batched_output_through_and_stacks_lists():
     assert collate_batched((clips, labels))[0] is clips
     stacked = collate_batched([(clips[0], labels[0]), (clips[1], labels[1])])
     assert stacked[0].shape == (2, 4, 8, 8, 3) and stacked[1].tolist() == [0, 1]
+
+
+def test_uniforms_are_pinned_and_a_pure_function_of_seed_index_object_draw():
+    """The clips are part of the reproducibility contract: these values must not change silently
+    (a new generator needs a new ``draw_version``, which re-keys the real-feature caches)."""
+    u = uniforms(0, np.array([0, 1, 49999]), 1, 3)
+    np.testing.assert_allclose(u[:, 0], [[0.2558852, 0.08832386, 0.29049545],
+                                         [0.4321614, 0.37411601, 0.15289076],
+                                         [0.40366072, 0.03256538, 0.49686714]], atol=1e-8)
+    np.testing.assert_array_equal(uniforms(0, np.array([49999, 1]), 1, 3), u[[2, 1]])  # batch-independent
+    np.testing.assert_array_equal(uniforms(0, np.array([1]), 2, 5)[:, 0, :3], u[1:2, 0])  # more draws: a prefix
+    assert not np.array_equal(uniforms(1, np.array([0]), 1, 3), u[:1])
+    many = uniforms(0, np.arange(20000), 1, 10)
+    assert many.shape == (20000, 1, 10) and many.min() >= 0.0 and many.max() < 1.0
+    assert abs(many.mean() - 0.5) < 0.01 and abs(many.std() - 12 ** -0.5) < 0.01
+    assert abs(np.corrcoef(many[:, 0, 0], many[:, 0, 1])[0, 1]) < 0.03  # draws of one clip
+    assert abs(np.corrcoef(many[:-1, 0, 0], many[1:, 0, 0])[0, 1]) < 0.03  # neighbouring clips
+
+
+def test_parameters_stay_in_their_configured_ranges():
+    ds = ShapesDataset(resolution=64, num_classes=0, length=4000, objects=2, min_radius=0.1, max_radius=0.2,
+                       min_speed=1.0, max_speed=2.0)
+    p = ds.params(range(4000)).double()
+    kind, radius, x0, y0, vx, vy, colour = p[..., 0], p[..., 1], p[..., 2], p[..., 3], p[..., 4], p[..., 5], p[..., 6:]
+    assert set(kind.unique().long().tolist()) == set(range(len(SHAPE_NAMES)))
+    assert radius.min() >= 6.4 - 1e-4 and radius.max() <= 12.8 + 1e-4
+    assert (x0 >= radius - 1e-4).all() and (x0 <= 63 - radius + 1e-4).all() and (y0 >= radius - 1e-4).all()
+    speed = (vx ** 2 + vy ** 2).sqrt()
+    assert speed.min() >= 1.0 - 1e-4 and speed.max() <= 2.0 + 1e-4
+    assert colour.min() >= 0.25 - 1e-6 and (colour.amax(-1) == 1.0).all()  # one saturated channel each
