@@ -17,12 +17,11 @@ import gc
 import json
 import os
 import platform
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -32,17 +31,10 @@ from vidgan_cli.data.cache import ClipStore
 from vidgan_cli.data.video_folder import VideoFolderDataset
 from vidgan_cli.prepare import prepare_video_folder
 
-SOURCES = ("testsrc2", "mandelbrot", "life", "smptebars")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+
 CLIP = (16, 64, 64, 3)
-
-
-def make_folder(root: Path, videos: int, frames: int) -> None:
-    for i in range(videos):
-        path = root / f"Class{i % 3}" / f"v_{i:03d}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                        f"{SOURCES[i % len(SOURCES)]}=size=320x240:rate=25", "-frames:v", str(frames),
-                        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "fast", str(path)], check=True)
 
 
 def bench_prepare(root: Path, videos: int, frames: int, workers: int, cache: Path) -> dict:
@@ -112,7 +104,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_folder(tmp / "videos", args.videos, args.source_frames)
+        benchlib.make_video_folder(tmp / "videos", args.videos, args.source_frames)
         prep = [bench_prepare(tmp / "videos", args.videos, args.source_frames, w, tmp / f"cache{w}")
                 for w in sorted({1, cores})]
         loader = bench_loader(tmp / "videos", tmp / "cache1")

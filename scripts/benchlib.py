@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # machine's limit here (both precisions, channels_last_3d), and about 0.1-0.5 s per fwd+bwd.
 PEAK_CONV_INPUT = (4, 64, 16, 32, 32)
 PEAK_MATMUL_N = 2048
+VIDEO_SOURCES = ("testsrc2", "mandelbrot", "life", "smptebars")  # ffmpeg's lavfi generators
 
 
 def load_avg() -> list[float]:
@@ -166,3 +168,17 @@ def compose(config_name: str, overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_module("vidgan_cli.conf", version_base="1.3"):
         return hydra_compose(config_name, overrides=list(overrides))
+
+
+def make_video_folder(root: Path, videos: int, frames: int, size: str = "320x240") -> Path:
+    """A UCF-101-style folder (3 class folders) of H.264 test videos made by the ffmpeg that
+    imageio-ffmpeg ships (lavfi generators: no downloads)."""
+    import imageio_ffmpeg
+    for i in range(videos):
+        path = root / f"Class{i % 3}" / f"v_{i:03d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                        f"{VIDEO_SOURCES[i % len(VIDEO_SOURCES)]}=size={size}:rate=25", "-frames:v",
+                        str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "fast", str(path)],
+                       check=True)
+    return root
