@@ -81,7 +81,9 @@ def input_gradient_sq_norm(D: Callable, x: torch.Tensor, y: torch.Tensor | None)
     x = x.detach().requires_grad_(True)
     score = sum_heads(D(x, y)).float().sum()
     (grad,) = torch.autograd.grad(score, x, create_graph=True)
-    return grad.float().square().flatten(1).sum(1)
+    # Squares in the gradient's dtype, summed in fp32: no fp32 copy of a full-size bf16 gradient
+    # (R1 + R2 with their backward: 15 -> 9 ms at 16x64x64; the norm moves by ~1e-4 relative).
+    return grad.square().flatten(1).sum(1, dtype=torch.float32)
 
 
 def r1_penalty(D: Callable, real: torch.Tensor, y: torch.Tensor | None, gamma: float) -> torch.Tensor:
