@@ -436,6 +436,8 @@ def test_only_thin_x2_layers_take_the_rgb_side_path():
     assert ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1)(x16).grad_fn.name() == "_RGBSideConv3dBackward"
     assert ConvTranspose3d(16, 8, (3, 4, 4), (1, 2, 2), 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"
     assert ConvTranspose3d(16, 3, 3, 2, 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"  # kernel 3
+    on_meta = Conv3d(3, 16, 4, 2, 1, device="meta")(torch.empty(1, 3, 4, 8, 8, device="meta", requires_grad=True))
+    assert on_meta.grad_fn.name() != "_RGBSideConv3dBackward"  # CPU only: measured with oneDNN
 
 
 @pytest.mark.parametrize("transposed", [False, True])

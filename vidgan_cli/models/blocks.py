@@ -141,8 +141,11 @@ class _RGBSideConv3d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
-def _rgb_side(conv: nn.Module, thin_channels: int) -> bool:
-    return (thin_channels <= THIN_CHANNELS and conv.groups == 1 and conv.padding_mode == "zeros"
+def _rgb_side(conv: nn.Module, thin_channels: int, x: torch.Tensor) -> bool:
+    """Whether ``conv`` takes the RGB-side path for input ``x``: CPU only (measured with oneDNN;
+    cuDNN has its own kernels for these shapes), a thin side, and x2/stride-1 axes only."""
+    return (x.device.type == "cpu" and thin_channels <= THIN_CHANNELS and conv.groups == 1
+            and conv.padding_mode == "zeros"
             and conv.dilation == (1, 1, 1) and not isinstance(conv.padding, str)
             and getattr(conv, "output_padding", (0, 0, 0)) == (0, 0, 0)
             and subpixel_axes(conv.kernel_size, conv.stride, conv.padding) is not None)
@@ -165,7 +168,7 @@ class Conv3d(nn.Conv3d):
             x = F.pad(x, (0, 0, 0, 0, pad_t, pad_t))
             return F.conv3d(x, self.weight, self.bias, self.stride, (0,) + tuple(self.padding[1:]),
                             self.dilation, self.groups)
-        if x.requires_grad and _rgb_side(self, self.in_channels):
+        if x.requires_grad and _rgb_side(self, self.in_channels, x):
             return _RGBSideConv3d.apply(x, self.weight, self.bias, self.stride, self.padding, False)
         return super().forward(x)
 
@@ -179,7 +182,7 @@ class ConvTranspose3d(nn.ConvTranspose3d):
     """
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or not _rgb_side(self, self.out_channels):
+        if output_size is not None or not _rgb_side(self, self.out_channels, x):
             return super().forward(x, output_size)
         return _RGBSideConv3d.apply(x, self.weight, self.bias, self.stride, self.padding, True)
 
