@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh machine -> a trained model and an MP4: venv, install, train experiment=quickstart, generate.
-# Sized for 2 CPU cores (about 12 minutes in all, install included); a GPU needs a minute or two.
+# Sized for 2 CPU cores (about 10 minutes in all, install included); a GPU needs a minute or two.
 # Extra arguments are Hydra overrides for the training run, e.g. scripts/quickstart.sh trainer.device=cuda
 set -euo pipefail
 cd "$(dirname "$0")/.."
