@@ -381,17 +381,22 @@ def test_rgb_side_conv_is_twice_differentiable(transposed):
     assert torch.autograd.gradgradcheck(conv, inputs)
 
 
+def rgb_side_pair(transposed: bool, channels: int = 6):
+    """(our module, torch's module with the same weights, an input) for a layer with an RGB side:
+    G's RGB layer (transposed, wide -> 3 channels) or D's first layer (3 channels -> wide)."""
+    args = (channels, 3, (3, 4, 4), (1, 2, 2), 1) if transposed else (3, channels, 4, 2, 1)
+    ours = (ConvTranspose3d if transposed else Conv3d)(*args)
+    ref = (nn.ConvTranspose3d if transposed else nn.Conv3d)(*args)
+    ref.load_state_dict(ours.state_dict())  # same keys and shapes: checkpoints load either way
+    x = torch.randn(2, channels, 3, 4, 5) if transposed else torch.randn(2, 3, 4, 8, 10)
+    return ours, ref, x
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_rgb_side_modules_equal_torch_modules(transposed, channels_last):
     torch.manual_seed(0)
-    if transposed:
-        ours, ref = ConvTranspose3d(6, 3, (3, 4, 4), (1, 2, 2), 1), nn.ConvTranspose3d(6, 3, (3, 4, 4), (1, 2, 2), 1)
-        x = torch.randn(2, 6, 3, 4, 5)
-    else:
-        ours, ref = Conv3d(3, 6, 4, 2, 1), nn.Conv3d(3, 6, 4, 2, 1)
-        x = torch.randn(2, 3, 4, 8, 10)
-    ref.load_state_dict(ours.state_dict())  # same keys and shapes: checkpoints load either way
+    ours, ref, x = rgb_side_pair(transposed)
     if channels_last:
         to_channels_last_3d(ours)
         x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -410,11 +415,7 @@ def test_rgb_side_modules_equal_torch_modules(transposed, channels_last):
 @pytest.mark.parametrize("transposed", [False, True])
 def test_rgb_side_modules_cast_like_autocast(transposed):
     torch.manual_seed(0)
-    ours = ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1) if transposed else Conv3d(3, 16, 4, 2, 1)
-    ref = (nn.ConvTranspose3d if transposed else nn.Conv3d)(*((16, 3, (3, 4, 4), (1, 2, 2), 1) if transposed
-                                                            else (3, 16, 4, 2, 1)))
-    ref.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 16, 4, 8, 8) if transposed else torch.randn(2, 3, 4, 16, 16)
+    ours, ref, x = rgb_side_pair(transposed, channels=16)
     x, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, out_ref = ours(x), ref(x_ref)
@@ -445,16 +446,13 @@ def test_rgb_side_path_counts_the_same_flops(transposed):
     """The sub-pixel form is a re-indexing, not extra work: torch's FLOP count (forward and backward)
     does not change."""
     from torch.utils.flop_counter import FlopCounterMode
-    if transposed:
-        modules = ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1), nn.ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1)
-        x = torch.randn(1, 16, 4, 8, 8)
-    else:
-        modules = Conv3d(3, 16, 4, 2, 1), nn.Conv3d(3, 16, 4, 2, 1)
-        x = torch.randn(1, 3, 4, 16, 16)
+    ours, ref, x = rgb_side_pair(transposed)
     counts = []
-    for module in modules:
+    for module in (ours, ref):
         with FlopCounterMode(display=False) as counter:
             module(x.clone().requires_grad_(True)).sum().backward()
         counts.append(counter.get_total_flops())
-    forward = 2 * 16 * 3 * (3 * 16 if transposed else 64) * (4 * 8 * 8 if transposed else 2 * 8 * 8)
+    # 2 * batch * wide channels * thin channels * kernel volume * (input positions of the transposed
+    # layer, output positions of the conv)
+    forward = 2 * 2 * 6 * 3 * (3 * 16 * (3 * 4 * 5) if transposed else 64 * (2 * 4 * 5))
     assert counts[0] == counts[1] == 3 * forward  # forward, input gradient, weight gradient
