@@ -178,7 +178,7 @@ class ConvTranspose3d(nn.ConvTranspose3d):
     output layer of the plain generators). Same parameters, state dict, FLOPs and result.
 
     From 16 output channels up the direct kernels are the faster ones (sub-pixel form measured
-    1.7-6x slower there), so only narrow layers take this path.
+    1.4-6x slower there), so only narrow layers take this path.
     """
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
