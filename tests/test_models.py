@@ -456,3 +456,45 @@ def test_rgb_side_path_counts_the_same_flops(transposed):
     # layer, output positions of the conv)
     forward = 2 * 2 * 6 * 3 * (3 * 16 * (3 * 4 * 5) if transposed else 64 * (2 * 4 * 5))
     assert counts[0] == counts[1] == 3 * forward  # forward, input gradient, weight gradient
+
+
+@pytest.mark.parametrize("kernel, stride", [((4, 4, 4), (2, 2, 2)), ((3, 4, 4), (1, 2, 2))])
+@pytest.mark.parametrize("bias", [True, False])
+def test_wide_conv_transpose3d_sums_its_bias_gradient_and_equals_torchs(kernel, stride, bias):
+    torch.manual_seed(0)
+    ours = ConvTranspose3d(6, 8, kernel, stride, 1, bias=bias)
+    ref = nn.ConvTranspose3d(6, 8, kernel, stride, 1, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    to_channels_last_3d(ours)
+    x = torch.randn(2, 6, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, out_ref = ours(x), ref(x_ref)
+    assert out.grad_fn.name() == "_ConvTranspose3dSummedBiasBackward"
+    torch.testing.assert_close(out, out_ref)
+    grad = torch.randn_like(out_ref)
+    out.backward(grad)
+    out_ref.backward(grad)
+    pairs = [(ours.weight.grad, ref.weight.grad), (x.grad, x_ref.grad)]
+    pairs += [(ours.bias.grad, ref.bias.grad)] if bias else []
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x)
+    assert out.dtype == torch.bfloat16
+    ours.zero_grad()
+    out.float().sum().backward()
+    assert ours.weight.grad.dtype == torch.float32
+    if bias:  # the bias gradient of a sum is the number of output positions per channel
+        assert torch.equal(ours.bias.grad, torch.full((8,), float(out[0, 0].numel() * 2)))
+
+
+def test_wide_conv_transpose3d_counts_the_same_flops():
+    from torch.utils.flop_counter import FlopCounterMode
+    counts = []
+    for cls in (ConvTranspose3d, nn.ConvTranspose3d):
+        torch.manual_seed(0)
+        module = cls(6, 8, 4, 2, 1)
+        with FlopCounterMode(display=False) as counter:
+            module(torch.randn(2, 6, 3, 4, 5, requires_grad=True)).sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 3 * 2 * 2 * 6 * 8 * 64 * (3 * 4 * 5)
