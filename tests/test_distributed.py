@@ -79,3 +79,14 @@ def test_torchrun_entry_point_writes_one_run_folder(tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == STEPS, "only rank 0 writes metrics"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no stray folders of rank 1"
+
+
+def test_teardown_waits_for_every_rank_before_leaving_the_group(monkeypatch):
+    """A rank that left the group while another still used it sometimes died at exit (SIGABRT)."""
+    from vidgan_cli.train import distributed
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.teardown()
+    assert calls == ["barrier", "destroy"]

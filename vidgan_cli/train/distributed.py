@@ -52,7 +52,12 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
 
 
 def teardown() -> None:
+    """Leave the process group once every rank is done with it. Without the barrier a rank that
+    finished first (rank 1; rank 0 still writes the checkpoint) destroyed the group under the other
+    and sometimes died in gloo's threads at exit ("terminate called without an active exception",
+    SIGABRT: 3 of 52 two-process CPU runs; 0 of 24 with the barrier)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
