@@ -11,8 +11,9 @@ from torch import nn
 
 from vidgan_cli.config import validate_train
 from vidgan_cli.losses import KINDS, GANLoss
-from vidgan_cli.models import blocks, cgan3d, dual, mocogan, tgan
-from vidgan_cli.models.blocks import ConditionalBatchNorm, Conv3d, ConvTranspose3d, to_channels_last_3d
+from vidgan_cli.models import blocks, cgan3d, conv, dual, mocogan, tgan
+from vidgan_cli.models.blocks import ConditionalBatchNorm, to_channels_last_3d
+from vidgan_cli.models.conv import Conv3d, ConvTranspose3d
 
 Z = 16
 SIZES = dict(frames=4, resolution=16, base_channels=4, max_channels=16)
@@ -361,7 +362,7 @@ def test_subpixel_transposed_conv_equals_conv_transpose3d(kernel, stride, paddin
     torch.manual_seed(0)
     x = torch.randn(2, 5, 3, 4, 5, dtype=torch.float64)
     w, b = torch.randn(5, 3, *kernel, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    torch.testing.assert_close(blocks.conv_transpose3d_subpixel(x, w, b, stride, padding),
+    torch.testing.assert_close(conv.conv_transpose3d_subpixel(x, w, b, stride, padding),
                                F.conv_transpose3d(x, w, b, stride, padding))
 
 
@@ -375,10 +376,10 @@ def test_rgb_side_conv_is_twice_differentiable(transposed):
         x, w = torch.randn(1, 2, 4, 6, 6), torch.randn(4, 2, 3, 4, 4)
     inputs = [t.double().requires_grad_(True) for t in (x, w, torch.randn(w.shape[1 if transposed else 0]))]
 
-    def conv(x, w, b):
-        return blocks._RGBSideConv3d.apply(x, w, b, (1, 2, 2), (1, 1, 1), transposed)
-    assert torch.autograd.gradcheck(conv, inputs)
-    assert torch.autograd.gradgradcheck(conv, inputs)
+    def rgb_side(x, w, b):
+        return conv._RGBSideConv3d.apply(x, w, b, (1, 2, 2), (1, 1, 1), transposed)
+    assert torch.autograd.gradcheck(rgb_side, inputs)
+    assert torch.autograd.gradgradcheck(rgb_side, inputs)
 
 
 def rgb_side_pair(transposed: bool, channels: int = 6):
