@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
-from torch import nn
 
 from vidgan_cli.config import validate_train
 from vidgan_cli.losses import KINDS, GANLoss
-from vidgan_cli.models import blocks, cgan3d, conv, dual, mocogan, tgan
+from vidgan_cli.models import blocks, cgan3d, dual, mocogan, tgan
 from vidgan_cli.models.blocks import ConditionalBatchNorm, to_channels_last_3d
-from vidgan_cli.models.conv import Conv3d, ConvTranspose3d
 
 Z = 16
 SIZES = dict(frames=4, resolution=16, base_channels=4, max_channels=16)
@@ -294,41 +291,6 @@ def test_model_yamls_validate_and_instantiate(compose_train, override):
     assert all(o.shape == (2,) for o in heads(D(video, y)))
 
 
-# --------------------------------------------------------------------------------------------------
-# the Conv3d that pads time itself
-
-
-@pytest.mark.parametrize("kernel, stride, padding", [((3, 4, 4), (1, 2, 2), 1), (3, 1, 1), (4, 2, 1),
-                                                     (1, 1, 0)])
-@pytest.mark.parametrize("frames", [2, 8])  # a time axis shorter than the kernel is padded by F.pad
-def test_time_padded_conv3d_equals_torch_conv3d(kernel, stride, padding, frames):
-    torch.manual_seed(0)
-    ours = Conv3d(5, 6, kernel, stride, padding)
-    ref = torch.nn.Conv3d(5, 6, kernel, stride, padding)
-    ref.load_state_dict(ours.state_dict())  # same keys and shapes: checkpoints load either way
-    x = torch.randn(2, 5, frames, 8, 8, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    out, out_ref = ours(x), ref(x_ref)
-    torch.testing.assert_close(out, out_ref)
-    out.square().sum().backward()
-    out_ref.square().sum().backward()
-    torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
-    torch.testing.assert_close(x.grad, x_ref.grad)
-
-
-def test_time_padded_conv3d_has_finite_bf16_weight_gradients_on_two_frames():
-    """torch 2.13's CPU bf16 backward of nn.Conv3d here gave NaN weight gradients in ~6 % of calls."""
-    torch.manual_seed(0)
-    conv = Conv3d(64, 128, (3, 4, 4), (1, 2, 2), 1).to(memory_format=torch.channels_last_3d)
-    for _ in range(60):
-        x = torch.randn(32, 64, 2, 8, 8).contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = conv(x)
-        conv.zero_grad()
-        out.backward(torch.randn_like(out))
-        assert torch.isfinite(conv.weight.grad).all()
-
-
 @pytest.mark.parametrize("shape", [(2, 16, 4, 8, 8), (2, 3, 4, 6, 6), (2, 64, 2, 4, 4), (2, 5, 3, 3, 3)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_per_sample_affine_is_h_times_gain_plus_bias_in_either_format(shape, channels_last):
@@ -346,156 +308,3 @@ def test_per_sample_affine_is_h_times_gain_plus_bias_in_either_format(shape, cha
     torch.testing.assert_close(bias.grad, torch.full(shape[:2], float(h[0, 0].numel())))
     torch.testing.assert_close(gain.grad, h.detach().flatten(2).sum(2))
     torch.testing.assert_close(h.grad, gain.detach()[..., None, None, None].expand(shape))
-
-
-# --------------------------------------------------------------------------------------------------
-# convolutions with an RGB side (sub-pixel form where oneDNN is slow)
-
-
-@pytest.mark.parametrize("kernel, stride, padding", [
-    ((3, 4, 4), (1, 2, 2), (1, 1, 1)),   # G's RGB layer: x2 in space
-    ((4, 4, 4), (2, 2, 2), (1, 1, 1)),   # D's first layer: x2 in time too
-    ((1, 4, 4), (1, 2, 2), (0, 1, 1)),
-    ((4, 3, 4), (2, 1, 2), (1, 1, 1)),
-])
-def test_subpixel_transposed_conv_equals_conv_transpose3d(kernel, stride, padding):
-    torch.manual_seed(0)
-    x = torch.randn(2, 5, 3, 4, 5, dtype=torch.float64)
-    w, b = torch.randn(5, 3, *kernel, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    torch.testing.assert_close(conv.conv_transpose3d_subpixel(x, w, b, stride, padding),
-                               F.conv_transpose3d(x, w, b, stride, padding))
-
-
-@pytest.mark.parametrize("transposed", [False, True])
-def test_rgb_side_conv_is_twice_differentiable(transposed):
-    """gradcheck and gradgradcheck: the R1/R2 penalties differentiate D's input gradient again."""
-    torch.manual_seed(0)
-    if transposed:  # wide (4 channels) -> thin (2)
-        x, w = torch.randn(1, 4, 2, 3, 3), torch.randn(4, 2, 3, 4, 4)
-    else:           # thin (2) -> wide (4)
-        x, w = torch.randn(1, 2, 4, 6, 6), torch.randn(4, 2, 3, 4, 4)
-    inputs = [t.double().requires_grad_(True) for t in (x, w, torch.randn(w.shape[1 if transposed else 0]))]
-
-    def rgb_side(x, w, b):
-        return conv._RGBSideConv3d.apply(x, w, b, (1, 2, 2), (1, 1, 1), transposed)
-    assert torch.autograd.gradcheck(rgb_side, inputs)
-    assert torch.autograd.gradgradcheck(rgb_side, inputs)
-
-
-def rgb_side_pair(transposed: bool, channels: int = 6):
-    """(our module, torch's module with the same weights, an input) for a layer with an RGB side:
-    G's RGB layer (transposed, wide -> 3 channels) or D's first layer (3 channels -> wide)."""
-    args = (channels, 3, (3, 4, 4), (1, 2, 2), 1) if transposed else (3, channels, 4, 2, 1)
-    ours = (ConvTranspose3d if transposed else Conv3d)(*args)
-    ref = (nn.ConvTranspose3d if transposed else nn.Conv3d)(*args)
-    ref.load_state_dict(ours.state_dict())  # same keys and shapes: checkpoints load either way
-    x = torch.randn(2, channels, 3, 4, 5) if transposed else torch.randn(2, 3, 4, 8, 10)
-    return ours, ref, x
-
-
-@pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_rgb_side_modules_equal_torch_modules(transposed, channels_last):
-    torch.manual_seed(0)
-    ours, ref, x = rgb_side_pair(transposed)
-    if channels_last:
-        to_channels_last_3d(ours)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    x = x.requires_grad_(True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    out, out_ref = ours(x), ref(x_ref)
-    assert out.grad_fn.name() == "_RGBSideConv3dBackward"  # the path under test, not the fallback
-    torch.testing.assert_close(out, out_ref)
-    grad = torch.randn_like(out_ref)
-    out.backward(grad)
-    out_ref.backward(grad)
-    for a, b in ((ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad), (x.grad, x_ref.grad)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)  # sums taken in another order
-
-
-@pytest.mark.parametrize("transposed", [False, True])
-def test_rgb_side_modules_cast_like_autocast(transposed):
-    torch.manual_seed(0)
-    ours, ref, x = rgb_side_pair(transposed, channels=16)
-    x, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, out_ref = ours(x), ref(x_ref)
-    assert out.dtype == out_ref.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), out_ref.float(), rtol=0.02, atol=0.05)
-    out.float().square().sum().backward()
-    out_ref.float().square().sum().backward()
-    assert x.grad.dtype == ours.weight.grad.dtype == ours.bias.grad.dtype == torch.float32
-    for a, b in ((ours.weight.grad, ref.weight.grad), (x.grad, x_ref.grad)):
-        assert (a - b).norm() / b.norm() < 0.02
-
-
-def test_only_thin_x2_layers_take_the_rgb_side_path():
-    x3, x16 = torch.randn(1, 3, 4, 8, 8, requires_grad=True), torch.randn(1, 16, 4, 8, 8, requires_grad=True)
-    assert Conv3d(3, 16, 4, 2, 1)(x3).grad_fn.name() == "_RGBSideConv3dBackward"
-    assert Conv3d(3, 16, 3, 1, 1)(x3).grad_fn.name() != "_RGBSideConv3dBackward"       # no x2 axis
-    assert Conv3d(16, 32, 4, 2, 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"     # wide input
-    assert Conv3d(3, 16, 4, 2, 1)(x3.detach()).grad_fn.name() != "_RGBSideConv3dBackward"  # no input grad
-    assert ConvTranspose3d(16, 3, (3, 4, 4), (1, 2, 2), 1)(x16).grad_fn.name() == "_RGBSideConv3dBackward"
-    assert ConvTranspose3d(16, 8, (3, 4, 4), (1, 2, 2), 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"
-    assert ConvTranspose3d(16, 3, 3, 2, 1)(x16).grad_fn.name() != "_RGBSideConv3dBackward"  # kernel 3
-    on_meta = Conv3d(3, 16, 4, 2, 1, device="meta")(torch.empty(1, 3, 4, 8, 8, device="meta", requires_grad=True))
-    assert on_meta.grad_fn.name() != "_RGBSideConv3dBackward"  # CPU only: measured with oneDNN
-
-
-@pytest.mark.parametrize("transposed", [False, True])
-def test_rgb_side_path_counts_the_same_flops(transposed):
-    """The sub-pixel form is a re-indexing, not extra work: torch's FLOP count (forward and backward)
-    does not change."""
-    from torch.utils.flop_counter import FlopCounterMode
-    ours, ref, x = rgb_side_pair(transposed)
-    counts = []
-    for module in (ours, ref):
-        with FlopCounterMode(display=False) as counter:
-            module(x.clone().requires_grad_(True)).sum().backward()
-        counts.append(counter.get_total_flops())
-    # 2 * batch * wide channels * thin channels * kernel volume * (input positions of the transposed
-    # layer, output positions of the conv)
-    forward = 2 * 2 * 6 * 3 * (3 * 16 * (3 * 4 * 5) if transposed else 64 * (2 * 4 * 5))
-    assert counts[0] == counts[1] == 3 * forward  # forward, input gradient, weight gradient
-
-
-@pytest.mark.parametrize("kernel, stride", [((4, 4, 4), (2, 2, 2)), ((3, 4, 4), (1, 2, 2))])
-@pytest.mark.parametrize("bias", [True, False])
-def test_wide_conv_transpose3d_sums_its_bias_gradient_and_equals_torchs(kernel, stride, bias):
-    torch.manual_seed(0)
-    ours = ConvTranspose3d(6, 8, kernel, stride, 1, bias=bias)
-    ref = nn.ConvTranspose3d(6, 8, kernel, stride, 1, bias=bias)
-    ref.load_state_dict(ours.state_dict())
-    to_channels_last_3d(ours)
-    x = torch.randn(2, 6, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    out, out_ref = ours(x), ref(x_ref)
-    assert out.grad_fn.name() == "_ConvTranspose3dSummedBiasBackward"
-    torch.testing.assert_close(out, out_ref)
-    grad = torch.randn_like(out_ref)
-    out.backward(grad)
-    out_ref.backward(grad)
-    pairs = [(ours.weight.grad, ref.weight.grad), (x.grad, x_ref.grad)]
-    pairs += [(ours.bias.grad, ref.bias.grad)] if bias else []
-    for a, b in pairs:
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = ours(x)
-    assert out.dtype == torch.bfloat16
-    ours.zero_grad()
-    out.float().sum().backward()
-    assert ours.weight.grad.dtype == torch.float32
-    if bias:  # the bias gradient of a sum is the number of output positions per channel
-        assert torch.equal(ours.bias.grad, torch.full((8,), float(out[0, 0].numel() * 2)))
-
-
-def test_wide_conv_transpose3d_counts_the_same_flops():
-    from torch.utils.flop_counter import FlopCounterMode
-    counts = []
-    for cls in (ConvTranspose3d, nn.ConvTranspose3d):
-        torch.manual_seed(0)
-        module = cls(6, 8, 4, 2, 1)
-        with FlopCounterMode(display=False) as counter:
-            module(torch.randn(2, 6, 3, 4, 5, requires_grad=True)).sum().backward()
-        counts.append(counter.get_total_flops())
-    assert counts[0] == counts[1] == 3 * 2 * 2 * 6 * 8 * 64 * (3 * 4 * 5)
