@@ -86,6 +86,8 @@ def test_kind_defaults_and_errors():
     assert (wgan.n_critic, wgan.gp_weight) == (5, 10.0)
     hinge = GANLoss(kind="hinge")
     assert (hinge.n_critic, hinge.gp_weight, hinge.reg_every) == (1, 0.0, 1)
+    assert not hinge.regularized and GANLoss(kind="wgan_gp").regularized
+    assert GANLoss(r1_gamma=1.0).regularized and GANLoss(r2_gamma=1.0).regularized
     with pytest.raises(ValueError, match="bce, lsgan, hinge, wgan_gp, rpgan"):
         GANLoss(kind="nonsense")
     with pytest.raises(ValueError, match="minimax"):

@@ -169,6 +169,12 @@ class GANLoss:
         through the projection embedding, so no extra head)."""
         return self.class_weight * F.cross_entropy(scores.float(), y)
 
+    @property
+    def regularized(self) -> bool:
+        """Whether any regularizer is on (R1, R2 or the gradient penalty): what ``penalty`` computes,
+        on every ``reg_every``-th D step."""
+        return self.r1_gamma > 0 or self.r2_gamma > 0 or self.gp_weight > 0
+
     def penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor,
                 y: torch.Tensor | None) -> torch.Tensor | None:
         """The weighted sum of the enabled regularizers, or None when there is none."""

@@ -237,11 +237,9 @@ class Trainer:
             loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
             total = loss if real_scores is None else loss + self.loss.class_loss(real_scores, y)
             every = self.loss.reg_every
-            if every and self._d_updates % every == 0:
+            if self.loss.regularized and self._d_updates % every == 0:
                 with self._autocast():
-                    penalty = self.loss.penalty(self.D, real, fake, y)
-                if penalty is not None:
-                    total = total + penalty * every
+                    total = total + self.loss.penalty(self.D, real, fake, y) * every
         self._d_updates += 1
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler_D.scale(total).backward()
