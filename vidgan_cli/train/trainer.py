@@ -27,7 +27,7 @@ from vidgan_cli.config import ConfigError, check_model_sizes, to_yaml
 from vidgan_cli.data import StepBatchSampler, collate_batched
 from vidgan_cli.models.blocks import to_channels_last_3d
 from vidgan_cli.train import checkpoint as ckpt_io
-from vidgan_cli.train import distributed
+from vidgan_cli.train import distributed, heap
 from vidgan_cli.train.ema import ema_beta, update_ema
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
         self.cfg, self.run_dir, self.t = cfg, Path(run_dir), cfg.trainer
         self.dist, self.device = distributed.setup(self.t.device)
+        if self.t.retain_heap and self.device.type == "cpu":
+            heap.retain_freed_memory()
         if self.t.precision == "auto":  # the run folder's config and checkpoints record the choice
             with open_dict(cfg):
                 cfg.trainer.precision = resolve_precision("auto", self.device)
