@@ -65,6 +65,39 @@ def test_subpixel_transposed_conv_equals_conv_transpose3d(kernel, stride, paddin
                                F.conv_transpose3d(x, w, b, stride, padding))
 
 
+@pytest.mark.parametrize("axes", [(False, True, True), (True, True, True), (True, False, True),
+                                  (False, False, True), (True, True, False)])
+def test_depth_to_space_is_the_same_in_either_memory_format_and_adjoint_to_space_to_depth(axes):
+    """The channels-last copies (x2 last axis) and the generic slices give the same result, in the
+    input's memory format; space-to-depth is its adjoint (<d2s(y), g> = <y, s2d(g)>)."""
+    torch.manual_seed(0)
+    c = 3
+    y = torch.randn(2, c << sum(axes), 3, 4, 5, dtype=torch.float64)
+    y_cl = y.contiguous(memory_format=torch.channels_last_3d)
+    out, out_cl = conv._DepthToSpace.apply(y, c, axes), conv._DepthToSpace.apply(y_cl, c, axes)
+    assert out.shape == (2, c, *(2 * (s - 1) if sub else s for s, sub in zip((3, 4, 5), axes)))
+    assert out.is_contiguous() and out_cl.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out_cl, out, rtol=0, atol=0)
+    g = torch.randn_like(out)
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        back = conv._SpaceToDepth.apply(g.contiguous(memory_format=fmt), y.shape, c, axes)
+        assert back.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close((out * g).sum(), (y * back).sum())
+
+
+def test_channels_last_depth_to_space_is_twice_differentiable():
+    torch.manual_seed(0)
+    y = torch.randn(1, 12, 2, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+
+    def d2s(y):
+        out = conv._DepthToSpace.apply(y, 3, (False, True, True))
+        assert out.is_contiguous(memory_format=torch.channels_last_3d)  # the as_strided copies
+        return out
+    y.requires_grad_(True)
+    assert torch.autograd.gradcheck(d2s, [y])
+    assert torch.autograd.gradgradcheck(d2s, [y])
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 def test_rgb_side_conv_is_twice_differentiable(transposed):
     """gradcheck and gradgradcheck: the R1/R2 penalties differentiate D's input gradient again."""
