@@ -67,22 +67,39 @@ def test_subpixel_transposed_conv_equals_conv_transpose3d(kernel, stride, paddin
 
 @pytest.mark.parametrize("axes", [(False, True, True), (True, True, True), (True, False, True),
                                   (False, False, True), (True, True, False)])
-def test_depth_to_space_is_the_same_in_either_memory_format_and_adjoint_to_space_to_depth(axes):
-    """The channels-last copies (x2 last axis) and the generic slices give the same result, in the
-    input's memory format; space-to-depth is its adjoint (<d2s(y), g> = <y, s2d(g)>)."""
+def test_depth_to_space_in_either_memory_format_and_its_gradient_equal_the_reference(axes):
+    """The channels-last copies (x2 last axis) and the generic slices give the reference's result, in
+    the input's memory format; space-to-depth gives its gradient (zeros where the crop dropped)."""
     torch.manual_seed(0)
     c = 3
     y = torch.randn(2, c << sum(axes), 3, 4, 5, dtype=torch.float64)
     y_cl = y.contiguous(memory_format=torch.channels_last_3d)
     out, out_cl = conv._DepthToSpace.apply(y, c, axes), conv._DepthToSpace.apply(y_cl, c, axes)
-    assert out.shape == (2, c, *(2 * (s - 1) if sub else s for s, sub in zip((3, 4, 5), axes)))
+    assert out.shape == (2, c, *(2 * (s - 1) if sub else s for s, sub in zip((3, 4, 5), axes, strict=True)))
     assert out.is_contiguous() and out_cl.is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(out_cl, out, rtol=0, atol=0)
+    torch.testing.assert_close(out, reference_depth_to_space(y, c, axes), rtol=0, atol=0)
     g = torch.randn_like(out)
+    y.requires_grad_(True)
+    (expected,) = torch.autograd.grad(reference_depth_to_space(y, c, axes), y, g)  # 0 where cropped
     for fmt in (torch.contiguous_format, torch.channels_last_3d):
         back = conv._SpaceToDepth.apply(g.contiguous(memory_format=fmt), y.shape, c, axes)
         assert back.is_contiguous(memory_format=fmt)
-        torch.testing.assert_close((out * g).sum(), (y * back).sum())
+        torch.testing.assert_close(back, expected, rtol=0, atol=0)
+
+
+def reference_depth_to_space(y, c, axes):
+    """Phase-major channels to space by permute + reshape, then the one-pixel crop."""
+    k, sizes = sum(axes), y.shape[2:]
+    order, phase = [0, 1 + k], 1
+    for d, sub in enumerate(axes):
+        order.append(2 + k + d)
+        if sub:
+            order.append(phase)
+            phase += 1
+    out = y.reshape(y.shape[0], *[2] * k, c, *sizes).permute(order)
+    out = out.reshape(y.shape[0], c, *(2 * s if sub else s for s, sub in zip(sizes, axes, strict=True)))
+    return out[(slice(None), slice(None), *(slice(1, -1) if sub else slice(None) for sub in axes))]
 
 
 def test_channels_last_depth_to_space_is_twice_differentiable():

@@ -140,6 +140,32 @@ def test_r1_and_r2_are_gamma_half_squared_weight_norm():
     assert both.item() == pytest.approx((2.0 + 0.25) * w_sq, rel=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_squared_norm_gradient_is_twice_g_and_keeps_the_memory_format(channels_last):
+    torch.manual_seed(0)
+    g = torch.randn(3, 2, 4, 5, 6, dtype=torch.float64)
+    if channels_last:
+        g = g.contiguous(memory_format=torch.channels_last_3d)
+    g.requires_grad_(True)
+    norm = losses._SquaredNorm.apply(g)
+    torch.testing.assert_close(norm, g.detach().square().flatten(1).sum(1))
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(norm, g, w)
+    torch.testing.assert_close(grad, 2 * g.detach() * w.view(3, 1, 1, 1, 1))
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert grad.is_contiguous(memory_format=fmt)  # the R1/R2 double backward stays in the format
+    assert torch.autograd.gradcheck(losses._SquaredNorm.apply, [g])
+
+
+def test_squared_norm_sums_bf16_squares_in_fp32():
+    g = torch.full((2, 3, 64, 64), 0.01, dtype=torch.bfloat16)
+    norm = losses._SquaredNorm.apply(g)
+    assert norm.dtype == torch.float32
+    square = torch.tensor(0.01, dtype=torch.bfloat16).square().float()  # squared in bf16
+    expected = 3 * 64 * 64 * square  # summed without bf16 rounding (a bf16 result is 0.3 % off here)
+    torch.testing.assert_close(norm, expected.expand(2), rtol=1e-5, atol=0)
+
+
 def test_penalty_sums_heads_before_differentiating():
     D = LinearD(SHAPE, heads=2)
     w_sum_sq = (D.weights[0] + D.weights[1]).detach().square().sum().item()

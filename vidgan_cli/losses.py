@@ -81,9 +81,28 @@ def input_gradient_sq_norm(D: Callable, x: torch.Tensor, y: torch.Tensor | None)
     x = x.detach().requires_grad_(True)
     score = sum_heads(D(x, y)).float().sum()
     (grad,) = torch.autograd.grad(score, x, create_graph=True)
-    # Squares in the gradient's dtype, summed in fp32: no fp32 copy of a full-size bf16 gradient
-    # (R1 + R2 with their backward: 15 -> 9 ms at 16x64x64; the norm moves by ~1e-4 relative).
-    return grad.square().flatten(1).sum(1, dtype=torch.float32)
+    return _SquaredNorm.apply(grad)
+
+
+class _SquaredNorm(torch.autograd.Function):
+    """Per-sample squared norm [B] of ``g`` [B, ...]: squares in the dtype of ``g``, summed in fp32
+    (or fp64).
+
+    No fp32 copy of a full-size bf16 gradient (R1 + R2 with their backward: 15 -> 9 ms at 16x64x64;
+    the norm moves by ~1e-4 relative), and a backward that keeps the memory format of ``g``: autograd's
+    own (an expand cast back to bf16) materialises an NCDHW tensor, after which the whole double
+    backward through D ran in NCDHW, not channels-last.
+    """
+
+    @staticmethod
+    def forward(ctx, g):
+        ctx.save_for_backward(g)
+        return g.square().sum(tuple(range(1, g.dim())), dtype=torch.promote_types(g.dtype, torch.float32))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (g,) = ctx.saved_tensors
+        return g * (2 * grad).to(g.dtype).view(-1, *[1] * (g.dim() - 1))
 
 
 def r1_penalty(D: Callable, real: torch.Tensor, y: torch.Tensor | None, gamma: float) -> torch.Tensor:

@@ -92,7 +92,7 @@ def _format(t: torch.Tensor) -> torch.memory_format:
 
 def _pieces(y: torch.Tensor, out: torch.Tensor, c: int, axes: tuple[bool, ...]):
     """Pairs of views (of ``y``, of ``out``) that depth-to-space copies one onto the other."""
-    n, sizes = y.shape[0], y.shape[2:]
+    sizes = y.shape[2:]
     bits = sum(axes)
     phase_stride, bit = [], bits
     for sub in axes:  # channel stride of each x2 axis's phase
@@ -150,8 +150,8 @@ def _empty(shape, like: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 class _DepthToSpace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, c, axes):
-        out = _empty([y.shape[0], c, *(2 * (s - 1) if sub else s for s, sub in zip(y.shape[2:], axes))],
-                     y, _format(y))
+        sizes = [2 * (s - 1) if sub else s for s, sub in zip(y.shape[2:], axes, strict=True)]
+        out = _empty([y.shape[0], c, *sizes], y, _format(y))
         for src, dst in _pieces(y, out, c, axes):
             dst.copy_(src)
         ctx.conf = y.shape, c, axes
@@ -168,9 +168,17 @@ class _SpaceToDepth(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, out, shape, c, axes):
-        y = _empty(shape, out, _format(out)).zero_()
+        y = _empty(shape, out, _format(out))
         for src, dst in _pieces(y, out, c, axes):
             src.copy_(dst)
+        # what the crop dropped: phase 0 of the first position and phase 1 of the last, per x2 axis
+        phased = y.unflatten(1, [2] * sum(axes) + [c])  # [n, phase bits..., c, sizes...]
+        bit, spatial = 1, 2 + sum(axes)
+        for d, sub in enumerate(axes):
+            if sub:
+                phased.select(bit, 0).select(spatial + d - 1, 0).zero_()
+                phased.select(bit, 1).select(spatial + d - 1, -1).zero_()
+                bit += 1
         ctx.conf = c, axes
         return y
 
