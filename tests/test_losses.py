@@ -166,6 +166,35 @@ def test_squared_norm_sums_bf16_squares_in_fp32():
     torch.testing.assert_close(norm, expected.expand(2), rtol=1e-5, atol=0)
 
 
+class TanhD(torch.nn.Module):
+    """D(x) = sum(tanh(w * x)) per sample: its input gradient depends on x."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x, y=None):
+        return torch.tanh(self.w * x).flatten(1).sum(1)
+
+
+def test_penalty_on_given_outputs_equals_its_own_forward():
+    """The D step hands R1/R2 the outputs of its own forward: same values, same weight gradients."""
+    D, loss = TanhD(SHAPE), GANLoss(kind="rpgan", r1_gamma=2.0, r2_gamma=0.5)
+    own = loss.penalty(D, clips(1), clips(2), None)
+    (own_grad,) = torch.autograd.grad(own, D.w)
+    real, fake = loss.penalty_inputs(clips(1), clips(2))
+    assert real.requires_grad and fake.requires_grad
+    given = loss.penalty(D, real, fake, None, D(real), D(fake))
+    (given_grad,) = torch.autograd.grad(given, D.w)
+    torch.testing.assert_close(given, own)
+    torch.testing.assert_close(given_grad, own_grad)
+    # R1 only: the fakes need no input gradient
+    real, fake = GANLoss(r1_gamma=1.0).penalty_inputs(clips(1), clips(2))
+    assert real.requires_grad and not fake.requires_grad
+    with pytest.raises(ValueError, match="needs the input they came from, with requires_grad"):
+        loss.penalty(D, clips(1), clips(2), None, D(clips(1)), D(clips(2)))
+
+
 def test_penalty_sums_heads_before_differentiating():
     D = LinearD(SHAPE, heads=2)
     w_sum_sq = (D.weights[0] + D.weights[1]).detach().square().sum().item()

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from vidgan_cli.config import ConfigError
+from vidgan_cli.losses import GANLoss
 from vidgan_cli.models.blocks import to_channels_last_3d
 from vidgan_cli.train.checkpoint import build_generator, load_checkpoint
 from vidgan_cli.train.trainer import Trainer, TrainingDiverged, resolve_precision
@@ -228,3 +229,24 @@ def test_every_model_trains_with_channels_last_and_the_dual_discriminator(model,
                                     "trainer.channels_last=true", "trainer.max_steps=1"), tmp_path)
     summary = trainer.fit()
     assert torch.isfinite(torch.tensor([summary["final"]["d_loss"], summary["final"]["g_loss"]])).all()
+
+
+def test_d_step_penalty_on_the_loss_forward_equals_a_separate_forward(compose_train, tmp_path):
+    """On an R1/R2 step the D step differentiates its own outputs; the D gradients are the same
+    as with the penalty's own D forward (the path a compiled D takes)."""
+    grads = []
+    for reuse in (True, False):
+        trainer = Trainer(compose_train("loss=rpgan", "loss.r1_gamma=10", "loss.r2_gamma=10"),
+                          tmp_path / str(reuse))
+        if not reuse:
+            def own_forward(D, real, fake, y, *outs, loss=trainer.loss):
+                return GANLoss.penalty(loss, D, real, fake, y)
+            trainer.loss.penalty = own_forward
+            trainer.loss.penalty_inputs = lambda real, fake: (real, fake)
+        clips, labels = next(iter(trainer.loader))
+        trainer._d_updates = 0  # a penalised step
+        trainer.d_step(trainer._to_video(clips), trainer._condition(labels))
+        grads.append({k: p.grad.clone() for k, p in trainer.D.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        torch.testing.assert_close(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6, msg=key)

@@ -76,10 +76,19 @@ def sum_heads(out: Heads) -> torch.Tensor:
     return sum(out) if isinstance(out, (tuple, list)) else out
 
 
-def input_gradient_sq_norm(D: Callable, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """||d D(x) / dx||^2 per sample [B] (heads summed), differentiable for the penalty's backward."""
-    x = x.detach().requires_grad_(True)
-    score = sum_heads(D(x, y)).float().sum()
+def input_gradient_sq_norm(D: Callable, x: torch.Tensor, y: torch.Tensor | None,
+                           out: Heads | None = None) -> torch.Tensor:
+    """||d D(x) / dx||^2 per sample [B] (heads summed), differentiable for the penalty's backward.
+
+    ``out``: D(x, y) already computed from an ``x`` that requires grad (the D step's own forward),
+    so the penalty costs no second D forward, and its weight gradients come in the same backward.
+    """
+    if out is None:
+        x = x.detach().requires_grad_(True)
+        out = D(x, y)
+    elif not x.requires_grad:
+        raise ValueError("a penalty on given D outputs needs the input they came from, with requires_grad")
+    score = sum_heads(out).float().sum()
     (grad,) = torch.autograd.grad(score, x, create_graph=True)
     return _SquaredNorm.apply(grad)
 
@@ -105,14 +114,16 @@ class _SquaredNorm(torch.autograd.Function):
         return g * (2 * grad).to(g.dtype).view(-1, *[1] * (g.dim() - 1))
 
 
-def r1_penalty(D: Callable, real: torch.Tensor, y: torch.Tensor | None, gamma: float) -> torch.Tensor:
+def r1_penalty(D: Callable, real: torch.Tensor, y: torch.Tensor | None, gamma: float,
+               real_out: Heads | None = None) -> torch.Tensor:
     """gamma/2 * E||grad D(real)||^2: zero-centred on reals (Mescheder et al. 2018)."""
-    return 0.5 * gamma * input_gradient_sq_norm(D, real, y).mean()
+    return 0.5 * gamma * input_gradient_sq_norm(D, real, y, real_out).mean()
 
 
-def r2_penalty(D: Callable, fake: torch.Tensor, y: torch.Tensor | None, gamma: float) -> torch.Tensor:
+def r2_penalty(D: Callable, fake: torch.Tensor, y: torch.Tensor | None, gamma: float,
+               fake_out: Heads | None = None) -> torch.Tensor:
     """The same on fakes; with R1 it makes the relativistic loss converge locally (R3GAN, 2024)."""
-    return 0.5 * gamma * input_gradient_sq_norm(D, fake, y).mean()
+    return 0.5 * gamma * input_gradient_sq_norm(D, fake, y, fake_out).mean()
 
 
 def gradient_penalty(D: Callable, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
@@ -194,17 +205,27 @@ class GANLoss:
         on every ``reg_every``-th D step."""
         return self.r1_gamma > 0 or self.r2_gamma > 0 or self.gp_weight > 0
 
-    def penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor,
-                y: torch.Tensor | None) -> torch.Tensor | None:
-        """The weighted sum of the enabled regularizers, or None when there is none."""
+    def penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
+                real_out: Heads | None = None, fake_out: Heads | None = None) -> torch.Tensor | None:
+        """The weighted sum of the enabled regularizers, or None when there is none.
+
+        ``real_out``/``fake_out``: D's outputs for ``real``/``fake`` when those already require grad
+        (see ``penalty_inputs``); R1/R2 then differentiate them instead of running D again.
+        """
         terms = []
         if self.r1_gamma > 0:
-            terms.append(r1_penalty(D, real, y, self.r1_gamma))
+            terms.append(r1_penalty(D, real, y, self.r1_gamma, real_out))
         if self.r2_gamma > 0:
-            terms.append(r2_penalty(D, fake, y, self.r2_gamma))
+            terms.append(r2_penalty(D, fake, y, self.r2_gamma, fake_out))
         if self.gp_weight > 0:
             terms.append(gradient_penalty(D, real, fake, y, self.gp_weight))
         return sum(terms) if terms else None
+
+    def penalty_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``real`` and ``fake`` as leaves that require grad where R1 / R2 will differentiate D's
+        outputs for them: a D step that feeds these to D can pass its outputs to ``penalty``."""
+        return (real.detach().requires_grad_(self.r1_gamma > 0),
+                fake.detach().requires_grad_(self.r2_gamma > 0))
 
     def __repr__(self) -> str:
         return (f"GANLoss(kind={self.kind}, n_critic={self.n_critic}, r1_gamma={self.r1_gamma}, "

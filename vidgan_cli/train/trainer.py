@@ -230,18 +230,27 @@ class Trainer:
     def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
             fake = self.G_train(self._z(real.shape[0]), y)
+        every = self.loss.reg_every
+        penalize = self.loss.regularized and self._d_updates % every == 0
+        # R1/R2 differentiate the outputs of the forward below (no D forward and backward of their
+        # own), except through a compiled D, which has no double backward: they run the plain D then.
+        reuse = penalize and not self.t.compile
+        real, fake = self.augment(real), self.augment(fake)
+        if reuse:
+            real, fake = self.loss.penalty_inputs(real, fake)
         # cached(): a spectrally normalised weight is computed (one power iteration) once per
         # update, not once per D call.
         with parametrize.cached():
             with self._autocast():
-                real_out, real_scores = self._judge(self.D_train, self.augment(real), y)
-                fake_out = self.D_train(self.augment(fake), y)
+                real_out, real_scores = self._judge(self.D_train, real, y)
+                fake_out = self.D_train(fake, y)
             loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
             total = loss if real_scores is None else loss + self.loss.class_loss(real_scores, y)
-            every = self.loss.reg_every
-            if self.loss.regularized and self._d_updates % every == 0:
+            if penalize:
                 with self._autocast():
-                    total = total + self.loss.penalty(self.D, real, fake, y) * every
+                    outs = (real_out, fake_out) if reuse else (None, None)
+                    penalty = self.loss.penalty(self.D, real, fake, y, *outs)
+                total = total + penalty * every
         self._d_updates += 1
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler_D.scale(total).backward()
