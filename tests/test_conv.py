@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vidgan_cli.models import conv
 from vidgan_cli.models.blocks import to_channels_last_3d
@@ -129,6 +130,39 @@ def test_rgb_side_conv_is_twice_differentiable(transposed):
         return conv._RGBSideConv3d.apply(x, w, b, (1, 2, 2), (1, 1, 1), transposed)
     assert torch.autograd.gradcheck(rgb_side, inputs)
     assert torch.autograd.gradgradcheck(rgb_side, inputs)
+
+
+class CountConvolutions(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default):
+            self.calls.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_rgb_side_backward_computes_only_the_gradients_the_engine_will_use(transposed):
+    """R1/R2 ask autograd.grad for the input gradient only, the D step's backward(inputs=weights) for
+    the weight gradients only: the other (a full-size convolution each) is not computed."""
+    torch.manual_seed(0)
+    ours, _, x = rgb_side_pair(transposed)
+    x.requires_grad_(True)
+    expected = {}
+    with CountConvolutions() as everything:
+        out = ours(x)
+        expected["x"], expected["w"] = torch.autograd.grad(out.square().sum(), [x, ours.weight])
+    forward_calls = 1
+    assert len(everything.calls) == forward_calls + 2
+    for wanted in ("x", "w"):
+        with CountConvolutions() as count:
+            out = ours(x)
+            inputs = [x] if wanted == "x" else [ours.weight]
+            (grad,) = torch.autograd.grad(out.square().sum(), inputs)
+        assert len(count.calls) == forward_calls + 1, count.calls
+        torch.testing.assert_close(grad, expected[wanted])
 
 
 def rgb_side_pair(transposed: bool, channels: int = 6):

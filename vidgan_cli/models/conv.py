@@ -200,6 +200,25 @@ def _autocast_operands(x, weight, bias):
     return x, weight, bias, dtypes
 
 
+def _wanted(ctx) -> tuple[bool, ...]:
+    """Which inputs' gradients this backward call must produce: ``ctx.needs_input_grad``, narrowed to
+    what the running backward will use. ``torch.autograd.grad(..., inputs=[x])`` (R1/R2) wants no
+    weight gradients, and ``backward(inputs=weights)`` no input gradient; built-in ops skip those by
+    themselves, a custom Function has to ask the engine (a private call; without it, everything)."""
+    will_run = getattr(torch._C, "_will_engine_execute_node", None)
+    edges = ctx.next_functions  # one per tensor input (the Functions here take those first)
+    wanted = []
+    for i, needed in enumerate(ctx.needs_input_grad):
+        node = edges[i][0] if i < len(edges) else None
+        if needed and node is not None and will_run is not None:
+            try:
+                needed = will_run(node)
+            except RuntimeError:  # not inside a backward the engine knows about
+                pass
+        wanted.append(needed)
+    return tuple(wanted)
+
+
 def _cast_back(grads, dtypes):
     return tuple(None if g is None else g.to(d) for g, d in zip(grads, dtypes, strict=True))
 
@@ -231,18 +250,19 @@ class _RGBSideConv3d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, transposed, dtypes = ctx.conf
         grad = grad.to(x.dtype)
+        need_x, need_w, need_b = _wanted(ctx)[:3]
         grad_x = grad_w = grad_b = None
         with torch.autocast(grad.device.type, enabled=False):
-            if ctx.needs_input_grad[0]:
+            if need_x:
                 grad_x = (F.conv3d(grad, weight, None, stride, padding) if transposed else
                           conv_transpose3d_subpixel(grad, weight, None, stride, padding))
-            if ctx.needs_input_grad[1]:
+            if need_w:
                 # a transposed conv's weight gradient is the conv's, with input and output swapped
                 wide, thin = (x, grad) if transposed else (grad, x)
                 grad_w = torch.ops.aten.convolution_backward(
                     wide, thin, weight, None, stride, padding, [1, 1, 1], False, [0, 0, 0], 1,
                     [False, True, False])[1]
-            if ctx.needs_input_grad[2]:
+            if need_b:
                 grad_b = grad.sum((0, 2, 3, 4))
         return *_cast_back((grad_x, grad_w, grad_b), dtypes), None, None, None
 
@@ -269,7 +289,7 @@ class _ConvTranspose3dSummedBias(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dtypes = ctx.conf
         grad = grad.to(x.dtype)
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_x, need_w, need_b = _wanted(ctx)[:3]
         grad_x = grad_w = grad_b = None
         with torch.autocast(grad.device.type, enabled=False):
             if need_x or need_w:

@@ -132,6 +132,7 @@ class Trainer:
             self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
         # The G step runs D without DDP (D is not updated there, so there is nothing to reduce).
         self.D_fwd = self.D
+        self._d_params = [p for p in self.D.parameters() if p.requires_grad]
         if self.t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
             self.D_fwd = torch.compile(self.D)
@@ -253,7 +254,9 @@ class Trainer:
                 total = total + penalty * every
         self._d_updates += 1
         self.opt_D.zero_grad(set_to_none=True)
-        self.scaler_D.scale(total).backward()
+        # Only D's weights: with R1/R2 the clips are leaves that require grad, and a plain backward
+        # would also run every path back to them (their gradient is not used).
+        self.scaler_D.scale(total).backward(inputs=self._d_params if reuse else None)
         self._optimizer_step(self.opt_D, self.scaler_D, loss)
         return loss.detach()
 
