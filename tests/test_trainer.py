@@ -178,10 +178,14 @@ def test_fp16_on_cpu_is_refused(compose_train, tmp_path):
         Trainer(compose_train("trainer.precision=fp16"), tmp_path)
 
 
-def test_compiled_training_saves_plain_state_dict(compose_train, tmp_path):
-    trainer = Trainer(compose_train("trainer.compile=true", "trainer.max_steps=1",
-                                    "trainer.save_every=1"), tmp_path)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_training_saves_plain_state_dict(compose_train, tmp_path, precision):
+    # bf16 + channels-last is the CPU default: R1/R2 step, clips handed to D in bf16, G step
+    trainer = Trainer(compose_train("trainer.compile=true", "trainer.max_steps=1", "trainer.save_every=1",
+                                    f"trainer.precision={precision}", "trainer.channels_last=true"),
+                      tmp_path)
     trainer.fit()
+    assert trainer.step == 1
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any("_orig_mod" in k for k in state["G"]) and not any("module." in k for k in state["D"])
 

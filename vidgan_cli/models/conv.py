@@ -303,8 +303,11 @@ class _ConvTranspose3dSummedBias(torch.autograd.Function):
 
 def _own_kernels(conv: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``conv`` may take the paths below for input ``x``: CPU tensors (measured with
-    oneDNN; cuDNN has its own kernels) and a plain layer (zero padding, no groups or dilation)."""
-    return (x.device.type == "cpu" and conv.groups == 1 and conv.padding_mode == "zeros"
+    oneDNN; cuDNN has its own kernels), eager mode (under torch.compile the compiler picks the
+    kernels, and dynamo lost the surrounding autocast after these Functions' own autocast-off
+    regions) and a plain layer (zero padding, no groups or dilation)."""
+    return (x.device.type == "cpu" and not torch.compiler.is_compiling()
+            and conv.groups == 1 and conv.padding_mode == "zeros"
             and conv.dilation == (1, 1, 1) and not isinstance(conv.padding, str)
             and getattr(conv, "output_padding", (0, 0, 0)) == (0, 0, 0))
 
