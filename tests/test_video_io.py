@@ -172,6 +172,18 @@ def test_to_uint8_inverts_the_trainer_scaling():
         video_io.to_uint8(torch.zeros(2, 4, 3, 8, 8))
 
 
+def test_to_uint8_rounds_tensors_and_arrays_alike():
+    """Evaluation quantises tensors (on their device), generate's MP4s arrays: the same uint8 values,
+    halves rounded to even, bf16 included."""
+    halves = (torch.arange(255, dtype=torch.float64) + 0.5) / 127.5 - 1  # k + 0.5 after scaling
+    video = torch.cat([halves, torch.linspace(-1.2, 1.2, 255, dtype=torch.float64)]).view(2, 3, 1, 1, 85)
+    from_tensor, from_array = video_io.to_uint8(video), video_io.to_uint8(video.numpy())
+    np.testing.assert_array_equal(from_tensor, from_array)
+    np.testing.assert_array_equal(video_io.to_uint8(video.to(torch.bfloat16)),
+                                  video_io.to_uint8(video.to(torch.bfloat16).float().numpy()))
+    assert from_tensor.flags.c_contiguous
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("suffix, codec", [(".avi", "mpeg4"), (".mkv", "libx264"), (".gif", None)])
 def test_read_other_containers(tmp_path, backend, suffix, codec):

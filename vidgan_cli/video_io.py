@@ -233,13 +233,17 @@ def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: int, *, backend
 def to_uint8(video) -> np.ndarray:
     """Float ``[B, 3, T, H, W]`` in ``[-1, 1]`` (torch or numpy) -> ``np.uint8 [B, T, H, W, 3]``.
 
-    The exact inverse of the trainer's ``x / 127.5 - 1``; values outside ``[-1, 1]`` are clipped.
+    The exact inverse of the trainer's ``x / 127.5 - 1``; values outside ``[-1, 1]`` are clipped. A
+    tensor is quantised where it is (on a GPU, only the uint8 clips cross to the host).
     """
-    if hasattr(video, "detach"):
-        video = video.detach().float().cpu().numpy()
-    video = np.asarray(video, dtype=np.float32)
+    tensor = hasattr(video, "detach")  # torch, without importing it here
+    if not tensor:
+        video = np.asarray(video, dtype=np.float32)
     if video.ndim != 5 or video.shape[1] != 3:
-        raise ValueError(f"to_uint8 needs a float video [B, 3, T, H, W]; got shape {video.shape}")
+        raise ValueError(f"to_uint8 needs a float video [B, 3, T, H, W]; got shape {tuple(video.shape)}")
+    if tensor:  # torch's round() is half-to-even, like np.rint
+        scaled = video.detach().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().byte()
+        return scaled.permute(0, 2, 3, 4, 1).contiguous().cpu().numpy()
     scaled = np.rint((np.clip(video, -1.0, 1.0) + 1.0) * 127.5)
     return np.ascontiguousarray(scaled.astype(np.uint8).transpose(0, 2, 3, 4, 1))
 

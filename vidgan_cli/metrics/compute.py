@@ -24,6 +24,7 @@ from tqdm import tqdm
 from vidgan_cli.metrics.features import I3DFeatures, ShapesFeatures
 from vidgan_cli.metrics.frechet import frechet_from_features, polynomial_mmd
 from vidgan_cli.metrics.motion import summarise
+from vidgan_cli.video_io import to_uint8
 
 log = logging.getLogger(__name__)
 Features = dict[str, torch.Tensor]
@@ -142,11 +143,9 @@ def real_batches(dataset, indices: list[int], batch_size: int) -> Iterator[tuple
 
 
 def to_uint8_clips(video: torch.Tensor) -> torch.Tensor:
-    """``float [B, 3, T, H, W]`` in ``[-1, 1]`` -> ``uint8 [B, T, H, W, 3]`` on the CPU."""
-    if video.ndim != 5 or video.shape[1] != 3:
-        raise ValueError(f"generator returned shape {tuple(video.shape)}; expected [B, 3, T, H, W]")
-    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 4, 1).contiguous().cpu()
+    """``float [B, 3, T, H, W]`` in ``[-1, 1]`` -> ``uint8 [B, T, H, W, 3]`` on the CPU, quantised
+    exactly as the MP4s of ``vidgan generate`` are (``video_io.to_uint8``)."""
+    return torch.from_numpy(to_uint8(video))
 
 
 def fake_batches(G, conditions: torch.Tensor | None, num_samples: int, batch_size: int,
