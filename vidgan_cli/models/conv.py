@@ -2,9 +2,11 @@
 parameters and state dicts, that route a few shapes around slow CPU kernels (torch 2.13, oneDNN).
 
 - ``Conv3d`` pads a time axis shorter than its kernel itself (a bf16 NaN-gradient workaround).
-- Layers with an RGB side (≤ 4 channels) compute the thin side's results in sub-pixel form.
+- Layers with an RGB side (≤ 4 channels) compute the thin side's results in sub-pixel form, in the
+  input's memory format.
 - ``ConvTranspose3d`` sums its bias gradient itself.
-Every figure quoted here was measured at batch 16 with 2 threads on the development CPU.
+- Their backward computes only the gradients the running backward will use (``_wanted``).
+Under torch.compile all of them take torch's own path. Every figure quoted here was measured at batch 16 with 2 threads on the development CPU.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def conv_transpose3d_subpixel(x: torch.Tensor, weight: torch.Tensor, bias: torch
     ``k = o + 1 - 2i``; writing ``k = 2b + r`` splits the kernel into two 2-tap kernels, one per
     output phase ``r``. So the whole layer is a stride-1 transposed convolution with 2-tap kernels
     along those axes to 2^n times the channels (one set per phase combination), followed by
-    depth-to-space and a one-pixel crop of each x2 axis (``depth_to_space``). Other axes (stride 1)
+    depth-to-space and a one-pixel crop of each x2 axis (``_DepthToSpace``). Other axes (stride 1)
     are left as they are. The result is contiguous in the memory format of ``x``.
     """
     axes = subpixel_axes(weight.shape[2:], stride, padding)
