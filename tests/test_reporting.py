@@ -57,6 +57,22 @@ def test_metrics_jsonl_has_one_line_per_tick(compose_train, tmp_path):
     assert 0 <= lines[0]["data_wait"] <= 1
 
 
+def test_class_losses_and_penalty_are_logged_when_the_run_has_them(compose_train, tmp_path):
+    # rpgan: R1/R2 on every 2nd D step; log every step, so ticks alternate with and without it
+    Trainer(compose_train("loss=rpgan", "loss.reg_every=2", "loss.class_weight=1.0", "trainer.max_steps=4",
+                          "trainer.log_every=1"), tmp_path / "on").fit()
+    lines = [json.loads(x) for x in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    assert ["penalty" in x for x in lines] == [True, False, True, False]
+    assert all({"d_class", "g_class"} <= x.keys() for x in lines)
+    assert all(x["penalty"] > 0 for x in lines if "penalty" in x)
+    # cross-entropy over 2 classes starts near log 2
+    assert all(0.1 < x["d_class"] < 3 and 0.1 < x["g_class"] < 3 for x in lines)
+    assert list(lines[0])[:6] == ["step", "d_loss", "g_loss", "d_class", "g_class", "penalty"]
+    Trainer(compose_train("loss=hinge", "trainer.max_steps=2"), tmp_path / "off").fit()
+    lines = [json.loads(x) for x in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines()]
+    assert not any({"d_class", "g_class", "penalty"} & x.keys() for x in lines)
+
+
 def test_sample_grids_are_fixed_and_leave_the_training_rng_alone(compose_train, tmp_path, monkeypatch):
     import torch
     trainer = Trainer(compose_train("model=mocogan", "trainer.max_steps=1"), tmp_path)

@@ -79,6 +79,21 @@ def test_divergence_stops_naming_step_and_keeps_last_good_checkpoint(compose_tra
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["step"] == 1
 
 
+def test_divergence_of_the_penalty_names_the_step_it_was_computed_on(compose_train, tmp_path):
+    # R1/R2 on steps 1, 3, 5 (every 2nd D step); the second one fails, logged at the tick of step 4
+    trainer = Trainer(compose_train("loss=rpgan", "loss.reg_every=2", "trainer.max_steps=6",
+                                    "trainer.log_every=4"), tmp_path)
+    real_penalty, calls = trainer.loss.penalty, {"n": 0}
+
+    def penalty(*args):
+        calls["n"] += 1
+        value = real_penalty(*args)
+        return value * float("nan") if calls["n"] == 2 else value
+    trainer.loss.penalty = penalty
+    with pytest.raises(TrainingDiverged, match=r"penalty became nan at step 3"):
+        trainer.fit()
+
+
 def test_nan_policy_skip_leaves_parameters_unchanged(compose_train, tmp_path):
     trainer = Trainer(compose_train("trainer.max_steps=1", "trainer.nan_policy=skip"), tmp_path)
     before = {k: v.clone() for k, v in trainer.D.named_parameters()}

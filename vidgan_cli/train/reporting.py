@@ -17,6 +17,11 @@ from vidgan_cli.config import ConfigError
 from vidgan_cli.console import WarningCollector, config_tree, key_value_table, render_text
 
 log = logging.getLogger("vidgan_cli.train")
+LOSS_ORDER = ("d_loss", "g_loss", "d_class", "g_class", "penalty")  # as logged
+
+
+def _loss_rank(name: str) -> tuple[int, str]:
+    return (LOSS_ORDER.index(name) if name in LOSS_ORDER else len(LOSS_ORDER), name)
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -111,12 +116,16 @@ class RunLogger:
         (self.run_dir / "config_tree.txt").write_text(tree + "\n")
         log.debug("\n%s", tree)
 
-    def tick(self, step: int, n_steps: int, d_loss: float, g_loss: float, wait: float) -> None:
+    def tick(self, step: int, n_steps: int, losses: dict[str, float], wait: float) -> None:
+        """``losses``: the means since the last tick of ``d_loss``, ``g_loss`` and, when the run
+        has them, ``d_class``, ``g_class`` and ``penalty``."""
         now = time.perf_counter()
         elapsed = max(now - self.last_tick, 1e-9)
         self.last_tick = now
         clips = n_steps * self.tr.t.batch_size * self.tr.dist.world_size
-        record = {"step": step, "d_loss": d_loss, "g_loss": g_loss,
+        losses = {k: losses[k] for k in sorted(losses, key=_loss_rank)}
+        d_loss, g_loss = losses["d_loss"], losses["g_loss"]
+        record = {"step": step, **losses,
                   "clips_per_s": clips / elapsed, "sec_per_step": elapsed / n_steps,
                   "data_wait": wait / elapsed, "lr_G": self.tr.sched_G.get_last_lr()[0],
                   "lr_D": self.tr.sched_D.get_last_lr()[0], "time": now - self.started}
@@ -128,8 +137,9 @@ class RunLogger:
             postfix[self.tr.t.best_metric] = f"{self.last.get('eval/' + self.tr.t.best_metric):.4g}"
         self.bar.set_postfix(postfix)
         if self.bar.disable:
-            log.info("step %d/%d  d_loss %.4f  g_loss %.4f  %.1f clips/s  data wait %.1f%%", step,
-                     self.tr.t.max_steps, d_loss, g_loss, clips / elapsed, 100 * wait / elapsed)
+            values = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            log.info("step %d/%d  %s  %.1f clips/s  data wait %.1f%%", step, self.tr.t.max_steps,
+                     values, clips / elapsed, 100 * wait / elapsed)
 
     @torch.no_grad()
     def samples(self) -> None:
@@ -211,8 +221,7 @@ class RunLogger:
                 ("time", f"{seconds:.1f} s"),
                 ("throughput", f"{summary['steps_per_s']:.3f} steps/s, "
                                f"{summary['steps_per_s'] * tr.t.batch_size * tr.dist.world_size:.1f} clips/s")]
-        rows += [(k, v) for k, v in self.last.items() if k in ("d_loss", "g_loss") or
-                 k.startswith("eval/")]
+        rows += [(k, v) for k, v in self.last.items() if k in LOSS_ORDER or k.startswith("eval/")]
         if summary["best"]:
             rows.append((f"best {tr.t.best_metric}", tr.best))
         rows += [("checkpoints", str(self.run_dir / "checkpoints")),

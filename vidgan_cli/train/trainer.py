@@ -31,6 +31,7 @@ from vidgan_cli.train import distributed, heap
 from vidgan_cli.train.ema import ema_beta, update_ema
 
 log = logging.getLogger(__name__)
+COMPUTED_ORDER = ("d_loss", "d_class", "penalty", "g_loss", "g_class")  # within a step
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -148,7 +149,7 @@ class Trainer:
                                  # global RNG, or a resumed run would see different noise
                                  generator=torch.Generator().manual_seed(cfg.seed))
         self.stop_requested = False
-        self._window: list[tuple[int, torch.Tensor]] = []
+        self._window: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, its scalars)
         self._wait = 0.0
 
     # ----------------------------------------------------------------------------------------------
@@ -228,7 +229,10 @@ class Trainer:
             return D(video, y, class_scores=True)
         return D(video, y), None
 
-    def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def d_step(self, real: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One D update. Returns its scalars, detached (no host sync): ``d_loss`` (the adversarial
+        term), ``d_class`` (the auxiliary class loss on reals, when on) and ``penalty`` (the
+        regularizers' weighted sum, on the steps that compute it, before the x reg_every)."""
         with torch.no_grad(), self._autocast():
             fake = self.G_train(self._z(real.shape[0]), y)
         every = self.loss.reg_every
@@ -246,21 +250,27 @@ class Trainer:
                 real_out, real_scores = self._judge(self.D_train, real, y)
                 fake_out = self.D_train(fake, y)
             loss = self.loss.d_loss(as_heads(real_out), as_heads(fake_out))
-            total = loss if real_scores is None else loss + self.loss.class_loss(real_scores, y)
+            stats = {"d_loss": loss}
+            total = loss
+            if real_scores is not None:
+                stats["d_class"] = self.loss.class_loss(real_scores, y)
+                total = total + stats["d_class"]
             if penalize:
                 with self._autocast():
                     outs = (real_out, fake_out) if reuse else (None, None)
-                    penalty = self.loss.penalty(self.D, real, fake, y, *outs)
-                total = total + penalty * every
+                    stats["penalty"] = self.loss.penalty(self.D, real, fake, y, *outs)
+                total = total + stats["penalty"] * every
         self._d_updates += 1
         self.opt_D.zero_grad(set_to_none=True)
         # Only D's weights: with R1/R2 the clips are leaves that require grad, and a plain backward
         # would also run every path back to them (their gradient is not used).
         self.scaler_D.scale(total).backward(inputs=self._d_params if reuse else None)
         self._optimizer_step(self.opt_D, self.scaler_D, loss)
-        return loss.detach()
+        return {k: v.detach() for k, v in stats.items()}
 
-    def g_step(self, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def g_step(self, real: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One G update. Returns ``g_loss`` and, when on, ``g_class`` (the class loss on fakes),
+        detached."""
         self.D.requires_grad_(False)  # no weight gradients for D in the G step
         try:
             with parametrize.cached(), self._autocast():
@@ -271,13 +281,17 @@ class Trainer:
                     with torch.no_grad():
                         real_out = as_heads(self.D_fwd(self.augment(real), y))
             loss = self.loss.g_loss(as_heads(fake_out), real_out)
-            total = loss if fake_scores is None else loss + self.loss.class_loss(fake_scores, y)
+            stats = {"g_loss": loss}
+            total = loss
+            if fake_scores is not None:
+                stats["g_class"] = self.loss.class_loss(fake_scores, y)
+                total = total + stats["g_class"]
             self.opt_G.zero_grad(set_to_none=True)
             self.scaler_G.scale(total).backward()
             self._optimizer_step(self.opt_G, self.scaler_G, loss)
         finally:
             self.D.requires_grad_(True)
-        return loss.detach()
+        return {k: v.detach() for k, v in stats.items()}
 
     def _optimizer_step(self, opt, scaler, loss: torch.Tensor) -> None:
         if self.t.nan_policy == "skip" and not self._finite(opt, loss):
@@ -308,20 +322,21 @@ class Trainer:
         if self.reporter:
             self.reporter.start()
         while self.step < self.t.max_steps:
+            stats: dict[str, torch.Tensor] = {}
             for _ in range(self.loss.n_critic):
                 waited = time.perf_counter()
                 clips, labels = next(batches)
                 self._wait += time.perf_counter() - waited
                 real, y = self._to_video(clips), self._condition(labels)
-                d_loss = self.d_step(real, y)
-            g_loss = self.g_step(real, y)
+                stats.update(self.d_step(real, y))  # the last critic step's, a penalty from any
+            stats.update(self.g_step(real, y))
             self.sched_G.step()
             self.sched_D.step()
             self.step += 1
             beta = ema_beta(clips_per_step, self.step * clips_per_step,
                             self.t.ema_half_life_clips, self.t.ema_rampup)
             update_ema(self.G_ema, self.G, beta)
-            self._window.append((self.step, torch.stack([d_loss, g_loss])))
+            self._window.append((self.step, stats))
             stop = self.stop_requested
             if self.dist.enabled:  # agree at log ticks only: it costs a host sync
                 tick = self.step % self.t.log_every == 0
@@ -356,29 +371,35 @@ class Trainer:
             self.save(f"step_{self.step:07d}.ckpt")
 
     def drain_window(self) -> None:
-        """Bring the losses since the last tick to the host (one sync), check them, log their mean."""
+        """Bring the scalars since the last tick to the host (one sync), check them, log their mean."""
         if not self._window:
             return
         steps = [s for s, _ in self._window]
-        losses = torch.stack([v for _, v in self._window]).float()
+        names = sorted({k for _, v in self._window for k in v})  # the same order on every rank
+        # one column per scalar, over the steps that have it (the penalty: every reg_every-th)
+        rows = {k: [(s, v[k]) for s, v in self._window if k in v] for k in names}
+        flat = torch.cat([torch.stack([t for _, t in rows[k]]).float() for k in names])
         if self.dist.enabled:  # mean over ranks, so every rank sees (and stops on) the same values
-            torch.distributed.all_reduce(losses)
-            losses /= self.dist.world_size
-        losses = losses.cpu()
+            torch.distributed.all_reduce(flat)
+            flat /= self.dist.world_size
+        columns = dict(zip(names, flat.cpu().split([len(rows[k]) for k in names]), strict=True))
         self._window.clear()
-        bad = ~torch.isfinite(losses)
-        if bad.any() and self.t.nan_policy == "stop":
-            row, col = (int(i) for i in bad.nonzero()[0])
-            name = ("d_loss", "g_loss")[col]
-            raise TrainingDiverged(f"{name} became {losses[row, col].item()} at step {steps[row]}; "
-                                   "the last checkpoint on disk is from before it. Lower the "
-                                   "learning rate, add a regularizer (loss.r1_gamma) or try "
-                                   "trainer.nan_policy=skip")
+        if self.t.nan_policy == "stop":  # name the first bad value: the rest may just follow from it
+            bad = [(rows[name][i][0], COMPUTED_ORDER.index(name) if name in COMPUTED_ORDER else 0,
+                    name, values[i].item())
+                   for name, values in columns.items()
+                   for i in (~torch.isfinite(values)).nonzero().flatten()[:1].tolist()]
+            if bad:
+                step, _, name, value = min(bad)
+                raise TrainingDiverged(
+                    f"{name} became {value} at step {step}; the last checkpoint on disk is from "
+                    "before it. Lower the learning rate, add a regularizer (loss.r1_gamma) or try "
+                    "trainer.nan_policy=skip")
         wait, self._wait = self._wait, 0.0
         if self.reporter:
-            finite = losses.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
-            self.reporter.tick(steps[-1], len(steps), finite[:, 0].mean().item(),
-                               finite[:, 1].mean().item(), wait)
+            means = {k: v.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).mean().item()
+                     for k, v in columns.items()}
+            self.reporter.tick(steps[-1], len(steps), means, wait)
 
     def save(self, name: str, extra: dict | None = None) -> Path:
         path = self.run_dir / "checkpoints" / name
