@@ -31,7 +31,7 @@ from vidgan_cli.train import distributed, heap
 from vidgan_cli.train.ema import ema_beta, update_ema
 
 log = logging.getLogger(__name__)
-COMPUTED_ORDER = ("d_loss", "d_class", "penalty", "g_loss", "g_class")  # within a step
+COMPUTED_ORDER = ("d_loss", "d_class", "penalty", "g_loss", "g_class")  # a step's scalars, in order
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -377,20 +377,22 @@ class Trainer:
         steps = [s for s, _ in self._window]
         names = sorted({k for _, v in self._window for k in v})  # the same order on every rank
         # one column per scalar, over the steps that have it (the penalty: every reg_every-th)
-        rows = {k: [(s, v[k]) for s, v in self._window if k in v] for k in names}
-        flat = torch.cat([torch.stack([t for _, t in rows[k]]).float() for k in names])
+        at = {k: [s for s, v in self._window if k in v] for k in names}
+        flat = torch.cat([torch.stack([v[k] for _, v in self._window if k in v]).float() for k in names])
         if self.dist.enabled:  # mean over ranks, so every rank sees (and stops on) the same values
             torch.distributed.all_reduce(flat)
             flat /= self.dist.world_size
-        columns = dict(zip(names, flat.cpu().split([len(rows[k]) for k in names]), strict=True))
+        columns = dict(zip(names, flat.cpu().split([len(at[k]) for k in names]), strict=True))
         self._window.clear()
-        if self.t.nan_policy == "stop":  # name the first bad value: the rest may just follow from it
-            bad = [(rows[name][i][0], COMPUTED_ORDER.index(name) if name in COMPUTED_ORDER else 0,
-                    name, values[i].item())
-                   for name, values in columns.items()
-                   for i in (~torch.isfinite(values)).nonzero().flatten()[:1].tolist()]
-            if bad:
-                step, _, name, value = min(bad)
+        if self.t.nan_policy == "stop":
+            first_bad = []  # per scalar: (step, order within the step, name, value)
+            for name, values in columns.items():
+                bad = (~torch.isfinite(values)).nonzero().flatten()
+                if len(bad):
+                    i = int(bad[0])
+                    first_bad.append((at[name][i], COMPUTED_ORDER.index(name), name, values[i].item()))
+            if first_bad:  # the earliest: what follows may just be its consequence
+                step, _, name, value = min(first_bad)
                 raise TrainingDiverged(
                     f"{name} became {value} at step {step}; the last checkpoint on disk is from "
                     "before it. Lower the learning rate, add a regularizer (loss.r1_gamma) or try "
