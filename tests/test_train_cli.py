@@ -33,6 +33,22 @@ def test_train_generate_resume_and_refuse_overwrite(tmp_path):
                                                          "grid.mp4"]
 
 
+def test_resume_auto_from_a_new_folder_links_both_folders(tmp_path):
+    first, second = tmp_path / "outputs" / "a", tmp_path / "outputs" / "b"
+    done = run_cli("train", *TINY, f"hydra.run.dir={first}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = run_cli("train", *TINY, "trainer.max_steps=3", "resume=auto", f"hydra.run.dir={second}",
+                      cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the run went on in its own folder; the new one keeps this invocation's config and log
+    assert [json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert not (second / "checkpoints").exists() and (second / ".hydra" / "overrides.yaml").is_file()
+    assert str(first) in (second / "RESUMED_RUN.txt").read_text()
+    (line,) = (first / "resumes.log").read_text().splitlines()
+    assert "resumed from last.ckpt" in line and str(second) in line
+    assert "resuming" in (second / "train.log").read_text()
+
+
 def test_bad_input_exits_2_with_specific_messages(tmp_path):
     bad_frames = run_cli("train", *TINY, "dataset.frames=12", cwd=tmp_path)
     assert bad_frames.returncode == 2 and "dataset.frames" in bad_frames.stderr

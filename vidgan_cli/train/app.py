@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -63,6 +64,20 @@ def choose_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
+def link_resumed(hydra_dir: Path, run_dir: Path, resume_from: Path) -> None:
+    """A resumed run goes on in its own folder, while this invocation's config (``.hydra/``) and
+    console log (``train.log``) stay in the folder Hydra made for it: each folder names the other."""
+    (hydra_dir / "RESUMED_RUN.txt").write_text(
+        f"This invocation continued the run in {run_dir} from {resume_from}.\n"
+        "Its checkpoints, metrics and samples are written there; this folder keeps the invocation's "
+        "config (.hydra/) and console log (train.log).\n")
+    with open(run_dir / "resumes.log", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  resumed from {resume_from.name} by the "
+                f"invocation in {hydra_dir} (its .hydra/ and train.log)\n")
+    log.info("resuming %s in its own folder; this invocation's log stays in %s", run_dir,
+             hydra_dir / "train.log")
+
+
 def agree_with_rank0(choice, own_dir: Path, info) -> tuple:
     """Under torchrun every rank takes rank 0's run folder and checkpoint (their clocks, and so
     their Hydra folders, may differ); a non-zero rank removes the empty folder Hydra made for it."""
@@ -93,6 +108,8 @@ def run(cfg: DictConfig) -> float | None:
                 raise
             choice = err
     run_dir, resume_from = agree_with_rank0(choice, hydra_dir, info) if info.enabled else choice
+    if info.is_main and resume_from is not None and run_dir.resolve() != hydra_dir.resolve():
+        link_resumed(hydra_dir, run_dir, resume_from)
     summary = Trainer(cfg, run_dir, resume_from=resume_from).fit()
     best = (summary or {}).get("best") or {}
     return best.get("value")
