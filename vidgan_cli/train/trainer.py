@@ -31,7 +31,6 @@ from vidgan_cli.train import distributed, heap
 from vidgan_cli.train.ema import ema_beta, update_ema
 
 log = logging.getLogger(__name__)
-COMPUTED_ORDER = ("d_loss", "d_class", "penalty", "g_loss", "g_class")  # a step's scalars, in order
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -322,7 +321,7 @@ class Trainer:
         if self.reporter:
             self.reporter.start()
         while self.step < self.t.max_steps:
-            stats: dict[str, torch.Tensor] = {}
+            stats: dict[str, torch.Tensor] = {}  # in the order computed (drain_window relies on it)
             for _ in range(self.loss.n_critic):
                 waited = time.perf_counter()
                 clips, labels = next(batches)
@@ -374,27 +373,27 @@ class Trainer:
         """Bring the scalars since the last tick to the host (one sync), check them, log their mean."""
         if not self._window:
             return
-        steps = [s for s, _ in self._window]
-        names = sorted({k for _, v in self._window for k in v})  # the same order on every rank
+        window, self._window = self._window, []
+        steps = [s for s, _ in window]
+        names = sorted({k for _, v in window for k in v})  # the same order on every rank
         # one column per scalar, over the steps that have it (the penalty: every reg_every-th)
-        at = {k: [s for s, v in self._window if k in v] for k in names}
-        flat = torch.cat([torch.stack([v[k] for _, v in self._window if k in v]).float() for k in names])
+        at = {k: [i for i, (_, v) in enumerate(window) if k in v] for k in names}
+        flat = torch.cat([torch.stack([window[i][1][k] for i in at[k]]).float() for k in names])
         if self.dist.enabled:  # mean over ranks, so every rank sees (and stops on) the same values
             torch.distributed.all_reduce(flat)
             flat /= self.dist.world_size
         columns = dict(zip(names, flat.cpu().split([len(at[k]) for k in names]), strict=True))
-        self._window.clear()
         if self.t.nan_policy == "stop":
-            first_bad = []  # per scalar: (step, order within the step, name, value)
+            first_bad = []  # per scalar: (window row, its place in that step's computation, name, value)
             for name, values in columns.items():
                 bad = (~torch.isfinite(values)).nonzero().flatten()
                 if len(bad):
-                    i = int(bad[0])
-                    first_bad.append((at[name][i], COMPUTED_ORDER.index(name), name, values[i].item()))
+                    row = at[name][int(bad[0])]
+                    first_bad.append((row, list(window[row][1]).index(name), name, values[bad[0]].item()))
             if first_bad:  # the earliest: what follows may just be its consequence
-                step, _, name, value = min(first_bad)
+                row, _, name, value = min(first_bad)
                 raise TrainingDiverged(
-                    f"{name} became {value} at step {step}; the last checkpoint on disk is from "
+                    f"{name} became {value} at step {steps[row]}; the last checkpoint on disk is from "
                     "before it. Lower the learning rate, add a regularizer (loss.r1_gamma) or try "
                     "trainer.nan_policy=skip")
         wait, self._wait = self._wait, 0.0
