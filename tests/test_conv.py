@@ -212,6 +212,64 @@ def test_rgb_side_modules_cast_like_autocast(transposed):
         assert (a - b).norm() / b.norm() < 0.02
 
 
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_rgb_side_tanh_is_fused_and_equals_tanh_of_torchs_module(channels_last, bf16):
+    """G's output layer: ``conv(x, tanh=True)`` computes the tanh inside the convolution (no tanh op
+    of its own), with torch's values and gradients."""
+    assert conv._fused_conv_transpose() is not None  # torch's CPU builds have the mkldnn kernel
+    torch.manual_seed(0)
+    ours, ref, x = rgb_side_pair(True, channels=16)
+    if channels_last:
+        to_channels_last_3d(ours)
+        to_channels_last_3d(ref)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with CountOps() as ops:
+            out = ours(x, tanh=True)
+        out_ref = torch.tanh(ref(x_ref))
+    assert "tanh" not in ops.names and "_convolution_transpose_pointwise" in ops.names, ops.names
+    assert out.dtype == out_ref.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    tol = dict(rtol=0.02, atol=0.02) if bf16 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.float(), out_ref.float(), **tol)
+    assert out.abs().max() <= 1 and out.abs().max() > 0.5  # a tanh, and not of zeros
+    grad = torch.randn(out_ref.shape)
+    out.float().backward(grad)
+    out_ref.float().backward(grad)
+    for a, b in ((ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad), (x.grad, x_ref.grad)):
+        assert (a - b).norm() / b.norm() < (0.03 if bf16 else 1e-5)
+
+
+def test_rgb_side_tanh_is_twice_differentiable():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(1, 4, 2, 3, 3), torch.randn(4, 2, 3, 4, 4) / 4, torch.randn(2)
+    inputs = [t.double().requires_grad_(True) for t in (x, w, b)]
+
+    def rgb_side_tanh(x, w, b):
+        return conv._RGBSideConv3d.apply(x, w, b, (1, 2, 2), (1, 1, 1), True, True)
+    assert torch.autograd.gradcheck(rgb_side_tanh, inputs)
+    assert torch.autograd.gradgradcheck(rgb_side_tanh, inputs)
+
+
+def test_wide_and_compiled_paths_apply_tanh_as_its_own_op():
+    torch.manual_seed(0)
+    wide = ConvTranspose3d(8, 6, 4, 2, 1)
+    x = torch.randn(2, 8, 2, 3, 3)
+    torch.testing.assert_close(wide(x, tanh=True), torch.tanh(F.conv_transpose3d(x, wide.weight, wide.bias, 2, 1)))
+
+
 def test_only_thin_x2_layers_take_the_rgb_side_path():
     x3, x16 = torch.randn(1, 3, 4, 8, 8, requires_grad=True), torch.randn(1, 16, 4, 8, 8, requires_grad=True)
     assert Conv3d(3, 16, 4, 2, 1)(x3).grad_fn.name() == "_RGBSideConv3dBackward"
@@ -225,16 +283,18 @@ def test_only_thin_x2_layers_take_the_rgb_side_path():
     assert on_meta.grad_fn.name() != "_RGBSideConv3dBackward"  # CPU only: measured with oneDNN
 
 
-@pytest.mark.parametrize("transposed", [False, True])
-def test_rgb_side_path_counts_the_same_flops(transposed):
+@pytest.mark.parametrize("transposed, tanh", [(False, False), (True, False), (True, True)])
+def test_rgb_side_path_counts_the_same_flops(transposed, tanh):
     """The sub-pixel form is a re-indexing, not extra work: torch's FLOP count (forward and backward)
-    does not change."""
+    does not change; the fused tanh kernel is counted as the convolution it is."""
     from torch.utils.flop_counter import FlopCounterMode
     ours, ref, x = rgb_side_pair(transposed)
     counts = []
     for module in (ours, ref):
         with FlopCounterMode(display=False) as counter:
-            module(x.clone().requires_grad_(True)).sum().backward()
+            out = module(x.clone().requires_grad_(True), tanh=True) if tanh and module is ours else module(
+                x.clone().requires_grad_(True))
+            out.sum().backward()
         counts.append(counter.get_total_flops())
     # 2 * batch * wide channels * thin channels * kernel volume * (input positions of the transposed
     # layer, output positions of the conv)

@@ -56,6 +56,30 @@ def test_generator_shape_and_range(name, num_classes, block):
     assert video.abs().max() <= 1.0 and video.std() > 0
 
 
+def test_cgan3d_output_tanh_is_fused_into_its_rgb_layer():
+    """The plain cgan3d generator's last op is its RGB layer with the tanh inside (conv.py): the same
+    clip as tanh of that layer's own output, and no tanh op anywhere in the forward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    G = make_g("cgan3d", 3)
+    z, y = torch.randn(2, Z) * 3, labels(2, 3)
+    rgb_in = []
+    G.body.to_rgb.conv1.register_forward_hook(lambda m, args, out: rgb_in.append(args[0]))
+    with Ops() as ops:
+        video = G(z, y)
+    assert "tanh" not in ops.names and "_convolution_transpose_pointwise" in ops.names
+    torch.testing.assert_close(video, torch.tanh(torch.nn.ConvTranspose3d.forward(G.body.to_rgb.conv1, rgb_in[0])))
+    with pytest.raises(ValueError, match="block must be plain"):
+        blocks.UpBlock(8, 3, 0, block="residual", tanh=True)
+
+
 def spread_class_embeddings(module: torch.nn.Module) -> None:
     """CBN starts with gain 1 and bias 0 for every class (classes look alike until trained)."""
     with torch.no_grad():

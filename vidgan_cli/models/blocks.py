@@ -98,15 +98,18 @@ def per_sample_affine(h: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -
 class UpBlock(nn.Module):
     """x2 spatial (and optionally temporal) upsampling with class-conditional norm, pre-activation.
 
-    plain:    CBN -> ReLU -> transposed conv
+    plain:    CBN -> ReLU -> transposed conv [-> tanh, for a generator's RGB output: ``tanh``]
     residual: CBN -> ReLU -> nearest up -> conv3 -> CBN -> ReLU -> conv3, plus nearest up -> conv1 skip
     """
 
     def __init__(self, in_ch: int, out_ch: int, num_classes: int, *, dims: int = 3,
-                 time_up: bool = False, block: str = "plain", spectral: bool = False):
+                 time_up: bool = False, block: str = "plain", spectral: bool = False,
+                 tanh: bool = False):
         super().__init__()
         check_block_kind(block)
-        self.residual = block == "residual"
+        if tanh and block != "plain":
+            raise ValueError("UpBlock(tanh=True) is the plain generators' RGB layer; block must be plain")
+        self.residual, self.tanh = block == "residual", tanh
         self.scale = scale_factor(dims, time_up)
         self.norm1 = ConditionalBatchNorm(in_ch, num_classes, dims)
         if self.residual:
@@ -122,7 +125,11 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = F.relu(self.norm1(x, y))
         if not self.residual:
-            return self.conv1(h)
+            if not self.tanh:
+                return self.conv1(h)
+            # ours fuses the tanh into the convolution (conv.ConvTranspose3d)
+            return self.conv1(h, tanh=True) if isinstance(self.conv1, ConvTranspose3d) else \
+                torch.tanh(self.conv1(h))
         h = self.conv1(F.interpolate(h, scale_factor=self.scale, mode="nearest"))
         h = self.conv2(F.relu(self.norm2(h, y)))
         return h + self.skip(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
@@ -237,7 +244,7 @@ def num_stages(resolution: int) -> int:
 
 
 class RGBHead(nn.Module):
-    """CBN -> ReLU -> 3x3 conv to RGB: the output layer of residual generators."""
+    """CBN -> ReLU -> 3x3 conv to RGB -> tanh: the output layer of residual generators."""
 
     def __init__(self, channels: int, num_classes: int, spectral: bool, dims: int = 3):
         super().__init__()
@@ -245,11 +252,11 @@ class RGBHead(nn.Module):
         self.conv = sn(conv_nd(dims)(channels, 3, 3, padding=1), spectral)
 
     def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.conv(F.relu(self.norm(h, y)))
+        return torch.tanh(self.conv(F.relu(self.norm(h, y))))
 
 
 class UpStack(nn.Module):
-    """[N, C0, (t0,) 4, 4] -> RGB logits [N, 3, (T,) R, R]: the upsampling body of every generator.
+    """[N, C0, (t0,) 4, 4] -> RGB [N, 3, (T,) R, R] in [-1, 1]: the upsampling body of every generator.
 
     Plain: the last x2 stage is the RGB layer itself, so no wide full-resolution feature map is
     ever built (it would dominate the cost); residual: n feature stages and a 3x3 RGB conv.
@@ -271,7 +278,7 @@ class UpStack(nn.Module):
             for i in range(n_features))
         if block == "plain":
             self.to_rgb = UpBlock(widths[-1], 3, num_classes, dims=dims, time_up=time_up[-1],
-                                  spectral=spectral)
+                                  spectral=spectral, tanh=True)
         else:
             self.to_rgb = RGBHead(widths[-1], num_classes, spectral, dims)
 
@@ -311,7 +318,7 @@ class FrameGenerator(nn.Module):
 
     def forward(self, latents: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.stem(latents).view(latents.shape[0], -1, 4, 4)
-        return torch.tanh(self.body(h, y))
+        return self.body(h, y)
 
 
 def frames_to_video(frames: torch.Tensor, batch: int) -> torch.Tensor:

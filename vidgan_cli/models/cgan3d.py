@@ -47,7 +47,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.stem(z).view(z.shape[0], -1, self.t0, 4, 4)
-        return torch.tanh(self.body(h, y))
+        return self.body(h, y)
 
     def sample(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
                frames: int | None = None) -> torch.Tensor:

@@ -4,7 +4,8 @@ parameters and state dicts, that route a few shapes around slow CPU kernels (tor
 - ``Conv3d`` pads a time axis shorter than its kernel itself (a bf16 NaN-gradient workaround).
 - Layers with an RGB side (≤ 4 channels) compute the thin side's results in sub-pixel form, in the
   input's memory format.
-- ``ConvTranspose3d`` sums its bias gradient itself.
+- ``ConvTranspose3d`` sums its bias gradient itself, and can end in a tanh (a generator's output),
+  which its RGB-side path fuses into the convolution.
 - Their backward computes only the gradients the running backward will use (``_wanted``).
 Under torch.compile all of them take torch's own path. Every figure quoted here was measured at batch 16 with 2 threads on the development CPU.
 """
@@ -45,8 +46,9 @@ def subpixel_axes(kernel, stride, padding) -> list[bool] | None:
 
 
 def conv_transpose3d_subpixel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                              stride, padding) -> torch.Tensor:
+                              stride, padding, tanh: bool = False) -> torch.Tensor:
     """``F.conv_transpose3d(x, weight, bias, stride, padding)`` in sub-pixel form; same FLOPs.
+    With ``tanh`` the result goes through tanh (see ``_conv_transpose3d_tanh``).
 
     Along an x2 axis (kernel 4, stride 2, padding 1) output ``o`` gets input ``i`` through tap
     ``k = o + 1 - 2i``; writing ``k = 2b + r`` splits the kernel into two 2-tap kernels, one per
@@ -70,8 +72,49 @@ def conv_transpose3d_subpixel(x: torch.Tensor, weight: torch.Tensor, bias: torch
     weight = weight.reshape(split).permute(0, *phases, 1, *taps).reshape(c_in, c_out << n_sub, *kernel)
     bias = None if bias is None else bias.repeat(1 << n_sub)
     pad = [0 if sub else p for p, sub in zip(padding, axes, strict=True)]
-    y = F.conv_transpose3d(x, weight, bias, 1, pad)  # [n, phases * out, sizes...]: x2 axes 1 longer
+    # [n, phases * out, sizes...]: x2 axes 1 longer
+    y = _conv_transpose3d_tanh(x, weight, bias, pad) if tanh else F.conv_transpose3d(x, weight, bias, 1, pad)
     return _DepthToSpace.apply(y, c_out, tuple(axes))
+
+
+def _conv_transpose3d_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           padding) -> torch.Tensor:
+    """``tanh(F.conv_transpose3d(x, weight, bias, 1, padding))``, with the tanh applied by oneDNN to
+    the convolution's accumulators (a post-op of torch's mkldnn pointwise kernel, which inductor's
+    CPU fusions use) instead of by a pass of its own: torch's CPU tanh is slow (bf16 [16, 3, 16, 64,
+    64]: 2.7 ms), and G's RGB layer + tanh took 11.1 -> 9.7 ms (median of 60 interleaved calls).
+    Not differentiable by itself; dtypes other than fp32/bf16 (oneDNN's) and builds without that
+    kernel take the two-op path."""
+    fused = _fused_conv_transpose()
+    if fused is None or x.dtype not in (torch.float32, torch.bfloat16):
+        return torch.tanh(F.conv_transpose3d(x, weight, bias, 1, padding))
+    dims = x.dim() - 2
+    return fused(x, weight, bias, list(padding), [0] * dims, [1] * dims, [1] * dims, 1, "tanh", [], "")
+
+
+def _fused_conv_transpose():
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_transpose_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _count_fused_flops() -> None:
+    """Teach torch's FLOP counter (``FlopCounterMode``, the benchmarks) the fused kernel: it knows the
+    aten convolutions only, and would count G's output layer as no work at all."""
+    from torch.utils.flop_counter import conv_flop_count, flop_registry, register_flop_formula
+    kernel = _fused_conv_transpose()
+    if kernel is None or kernel in flop_registry:
+        return
+
+    @register_flop_formula(kernel)
+    def fused_conv_transpose_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=True)
+
+
+_count_fused_flops()
 
 
 # Depth-to-space with a one-pixel crop
@@ -232,26 +275,29 @@ class _RGBSideConv3d(torch.autograd.Function):
     conv (thin -> wide):             forward direct; input gradient sub-pixel.
     transposed (wide -> thin):       forward sub-pixel; input gradient a direct conv3d.
     The weight gradient is always a direct convolution-backward, the bias gradient a sum. Built from
-    differentiable ops, so it is twice differentiable (the R1/R2 penalties).
+    differentiable ops, so it is twice differentiable (the R1/R2 penalties). ``tanh`` (transposed
+    only) ends the forward in a tanh fused into the convolution.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, transposed):
+    def forward(ctx, x, weight, bias, stride, padding, transposed, tanh=False):
         x, weight, bias, dtypes = _autocast_operands(x, weight, bias)
         with torch.autocast(x.device.type, enabled=False):
             if transposed:
-                out = conv_transpose3d_subpixel(x, weight, bias, stride, padding)
+                out = conv_transpose3d_subpixel(x, weight, bias, stride, padding, tanh)
             else:
                 out = F.conv3d(x, weight, bias, stride, padding)
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x, weight, out if tanh else None)
         ctx.conf = stride, padding, transposed, dtypes
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight, tanh_out = ctx.saved_tensors
         stride, padding, transposed, dtypes = ctx.conf
         grad = grad.to(x.dtype)
+        if tanh_out is not None:
+            grad = torch.ops.aten.tanh_backward(grad, tanh_out)  # grad * (1 - out^2)
         need_x, need_w, need_b = _wanted(ctx)[:3]
         grad_x = grad_w = grad_b = None
         with torch.autocast(grad.device.type, enabled=False):
@@ -266,7 +312,7 @@ class _RGBSideConv3d(torch.autograd.Function):
                     [False, True, False])[1]
             if need_b:
                 grad_b = grad.sum((0, 2, 3, 4))
-        return *_cast_back((grad_x, grad_w, grad_b), dtypes), None, None, None
+        return *_cast_back((grad_x, grad_w, grad_b), dtypes), None, None, None, None
 
 
 class _ConvTranspose3dSummedBias(torch.autograd.Function):
@@ -349,11 +395,17 @@ class ConvTranspose3d(nn.ConvTranspose3d):
 
     From 16 output channels up the direct kernels are the faster ones (sub-pixel form measured
     1.4-6x slower there), so only narrow layers take the sub-pixel path.
+
+    ``tanh=True`` returns ``torch.tanh`` of the result: on the RGB-side path fused into the
+    convolution (a generator's output layer), otherwise as its own op.
     """
 
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None, *,
+                tanh: bool = False) -> torch.Tensor:
         if output_size is not None or not _own_kernels(self, x):
-            return super().forward(x, output_size)
-        if _rgb_side(self, self.out_channels):
-            return _RGBSideConv3d.apply(x, self.weight, self.bias, self.stride, self.padding, True)
-        return _ConvTranspose3dSummedBias.apply(x, self.weight, self.bias, self.stride, self.padding)
+            out = super().forward(x, output_size)
+        elif _rgb_side(self, self.out_channels):
+            return _RGBSideConv3d.apply(x, self.weight, self.bias, self.stride, self.padding, True, tanh)
+        else:
+            out = _ConvTranspose3dSummedBias.apply(x, self.weight, self.bias, self.stride, self.padding)
+        return torch.tanh(out) if tanh else out
