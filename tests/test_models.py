@@ -263,7 +263,7 @@ def unchanged(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> list[
     # The score bias gets an exactly zero gradient whenever the loss depends on real - fake (wgan,
     # rpgan) or, for hinge, while every logit is inside the margin (as at initialisation).
     return [k for k, p in module.named_parameters()
-            if torch.equal(p, before[k]) and not k.endswith("head.linear.bias")]
+            if torch.equal(p, before[k]) and not k.endswith("head.linear.bias") and p.requires_grad]
 
 
 @pytest.mark.parametrize("num_classes", [0, 2])
@@ -294,6 +294,22 @@ def test_one_d_step_and_one_g_step_update_every_parameter(g_name, d_name, kind, 
     assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
     assert unchanged(D, d_before) == []
     assert unchanged(G, g_before) == []
+
+
+def test_plain_generators_freeze_only_the_biases_batchnorm_cancels():
+    """A plain block's conv feeds the next block's BatchNorm: its bias gradient is zero up to
+    rounding (checked in float64), so that bias is frozen; every other parameter trains."""
+    G = make_g("cgan3d", 2).double()
+    frozen = [k for k, p in G.named_parameters() if not p.requires_grad]
+    assert frozen == [f"body.blocks.{i}.conv1.bias" for i in range(len(G.body.blocks))]
+    assert G.body.to_rgb.conv1.bias.requires_grad  # the RGB layer's bias is not cancelled
+    for name in frozen:
+        G.get_parameter(name).requires_grad_(True)
+    G(torch.randn(4, Z, dtype=torch.float64), labels(4, 2)).square().sum().backward()
+    for name in frozen:
+        weight_grad = G.get_parameter(name.replace("bias", "weight")).grad
+        assert G.get_parameter(name).grad.abs().max() < 1e-9 * weight_grad.abs().max(), name
+    assert [k for k, p in make_g("cgan3d", block="residual").named_parameters() if not p.requires_grad] == []
 
 
 # --------------------------------------------------------------------------------------------------

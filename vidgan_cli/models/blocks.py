@@ -277,6 +277,13 @@ class UpStack(nn.Module):
                     spectral=spectral)
             for i in range(n_features))
         if block == "plain":
+            # A plain block's convolution feeds the next block's BatchNorm, which subtracts the batch
+            # mean of every channel: its bias has gradient zero (in floating point, rounding noise
+            # that Adam would scale up to full-size steps). It stays at its initial value, and the
+            # step skips its gradient (a reduction over the layer's output).
+            for b in self.blocks:
+                b.conv1.bias.requires_grad_(False)
+        if block == "plain":
             self.to_rgb = UpBlock(widths[-1], 3, num_classes, dims=dims, time_up=time_up[-1],
                                   spectral=spectral, tanh=True)
         else:
