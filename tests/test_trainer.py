@@ -269,3 +269,31 @@ def test_d_step_penalty_on_the_loss_forward_equals_a_separate_forward(compose_tr
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         torch.testing.assert_close(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_reuse_fakes_runs_g_once_per_step_with_the_same_update(compose_train, tmp_path, n_critic):
+    """trainer.reuse_fakes: the G step scores the last D update's fakes instead of new ones. Given the
+    same latents, G's update is the one a second forward would have made, with one G forward fewer
+    per step; nothing of it outlives the step."""
+    latents = torch.randn(64, 256, generator=torch.Generator().manual_seed(1))
+    trainers = {}
+    for reuse in (False, True):
+        trainer = Trainer(compose_train(f"trainer.reuse_fakes={reuse}", "trainer.max_steps=2",
+                                        f"loss.n_critic={n_critic}", "loss=rpgan"), tmp_path / str(reuse))
+        z_dim = trainer.G.z_dim
+        # every G forward of a step sees the step's latents (the second forward of a non-reusing step
+        # gets what the reusing one's G step reuses)
+        trainer._z = lambda n, t=trainer: latents[:n, :z_dim] + t.step
+        calls = []
+        trainer.G.register_forward_hook(lambda *_, calls=calls: calls.append(torch.is_grad_enabled()))
+        trainer.fit()
+        assert trainer._fake_for_g is None
+        trainers[reuse] = trainer, calls
+    (plain, plain_calls), (reused, reused_calls) = trainers[False], trainers[True]
+    assert plain_calls == ([False] * n_critic + [True]) * 2
+    assert reused_calls == ([False] * (n_critic - 1) + [True]) * 2
+    for name, value in plain.G.named_parameters():
+        torch.testing.assert_close(dict(reused.G.named_parameters())[name], value, msg=name)
+    for name, value in plain.D.state_dict().items():
+        torch.testing.assert_close(reused.D.state_dict()[name], value, msg=name)

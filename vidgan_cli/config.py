@@ -39,6 +39,7 @@ class TrainerConfig:
     channels_last: bool = True         # channels_last_3d memory format for 3D convs
     num_workers: int = 0               # DataLoader worker processes
     retain_heap: bool = True           # CPU: keep freed memory in the heap (no page faults per step)
+    reuse_fakes: bool = True           # the G step scores the last D step's fakes (one G forward a step)
     log_every: int = 50                # steps between jsonl lines / console updates (host syncs)
     sample_every: int = 500            # steps between sample grids (0: only at the end)
     sample_columns: int = 4            # clips per row of the sample grid (one row per class)

@@ -1,7 +1,8 @@
 """The GAN training loop: D step(s), G step, EMA, and periodic logs, samples, evals and checkpoints.
 
 One step = ``loss.n_critic`` discriminator updates (each on a fresh real batch) followed by one
-generator update.  Losses stay on the device between log ticks, so the loop does not wait on the
+generator update, which scores fakes of its own or, with ``trainer.reuse_fakes``, the last D update's
+(G's forward then runs once a step, with its graph kept through that D update).  Losses stay on the device between log ticks, so the loop does not wait on the
 host every step; they are checked for NaN/inf at every tick and before anything is written.
 """
 
@@ -149,6 +150,7 @@ class Trainer:
                                  generator=torch.Generator().manual_seed(cfg.seed))
         self.stop_requested = False
         self._window: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, its scalars)
+        self._fake_for_g: torch.Tensor | None = None  # reuse_fakes: the last D update's fakes, with graph
         self._wait = 0.0
 
     # ----------------------------------------------------------------------------------------------
@@ -232,8 +234,13 @@ class Trainer:
         """One D update. Returns its scalars, detached (no host sync): ``d_loss`` (the adversarial
         term), ``d_class`` (the auxiliary class loss on reals, when on) and ``penalty`` (the
         regularizers' weighted sum, on the steps that compute it, before the x reg_every)."""
-        with torch.no_grad(), self._autocast():
+        # reuse_fakes: the G step that follows the last critic update scores these same fakes, so G's
+        # forward keeps its graph (one G forward per step instead of two)
+        keep = self.t.reuse_fakes and (self._d_updates + 1) % self.loss.n_critic == 0
+        with torch.set_grad_enabled(keep), self._autocast():
             fake = self.G_train(self._z(real.shape[0]), y)
+        if keep:
+            self._fake_for_g, fake = fake, fake.detach()
         every = self.loss.reg_every
         penalize = self.loss.regularized and self._d_updates % every == 0
         # R1/R2 differentiate the outputs of the forward below (no D forward and backward of their
@@ -268,12 +275,14 @@ class Trainer:
         return {k: v.detach() for k, v in stats.items()}
 
     def g_step(self, real: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """One G update. Returns ``g_loss`` and, when on, ``g_class`` (the class loss on fakes),
-        detached."""
+        """One G update (on the fakes the D step kept, with ``reuse_fakes``). Returns ``g_loss`` and,
+        when on, ``g_class`` (the class loss on fakes), detached."""
         self.D.requires_grad_(False)  # no weight gradients for D in the G step
+        fake, self._fake_for_g = self._fake_for_g, None
         try:
             with parametrize.cached(), self._autocast():
-                fake = self.G_train(self._z(real.shape[0]), y)
+                if fake is None:
+                    fake = self.G_train(self._z(real.shape[0]), y)
                 fake_out, fake_scores = self._judge(self.D_fwd, self.augment(fake), y)
                 real_out = None
                 if self.loss.needs_real_for_g:
