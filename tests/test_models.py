@@ -57,8 +57,9 @@ def test_generator_shape_and_range(name, num_classes, block):
 
 
 def test_cgan3d_output_tanh_is_fused_into_its_rgb_layer():
-    """The plain cgan3d generator's last op is its RGB layer with the tanh inside (conv.py): the same
-    clip as tanh of that layer's own output, and no tanh op anywhere in the forward."""
+    """The plain cgan3d generator's last op is its RGB layer with the tanh inside (conv.py, in
+    channels_last_3d): the same clip as tanh of that layer's own output, and no tanh op anywhere in
+    the forward."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Ops(TorchDispatchMode):
@@ -68,7 +69,7 @@ def test_cgan3d_output_tanh_is_fused_into_its_rgb_layer():
             self.names.append(func.__name__.split(".")[0])
             return func(*args, **(kwargs or {}))
 
-    G = make_g("cgan3d", 3)
+    G = to_channels_last_3d(make_g("cgan3d", 3, base_channels=8))  # fused: channels-last maps only
     z, y = torch.randn(2, Z) * 3, labels(2, 3)
     rgb_in = []
     G.body.to_rgb.conv1.register_forward_hook(lambda m, args, out: rgb_in.append(args[0]))
