@@ -284,7 +284,7 @@ def test_reuse_fakes_runs_g_once_per_step_with_the_same_update(compose_train, tm
         z_dim = trainer.G.z_dim
         # every G forward of a step sees the step's latents (the second forward of a non-reusing step
         # gets what the reusing one's G step reuses)
-        trainer._z = lambda n, t=trainer: latents[:n, :z_dim] + t.step
+        trainer._z = lambda n, t=trainer, d=z_dim: latents[:n, :d] + t.step
         calls = []
         trainer.G.register_forward_hook(lambda *_, calls=calls: calls.append(torch.is_grad_enabled()))
         trainer.fit()

@@ -283,7 +283,6 @@ class UpStack(nn.Module):
             # step skips its gradient (a reduction over the layer's output).
             for b in self.blocks:
                 b.conv1.bias.requires_grad_(False)
-        if block == "plain":
             self.to_rgb = UpBlock(widths[-1], 3, num_classes, dims=dims, time_up=time_up[-1],
                                   spectral=spectral, tanh=True)
         else:

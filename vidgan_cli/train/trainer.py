@@ -1,9 +1,10 @@
 """The GAN training loop: D step(s), G step, EMA, and periodic logs, samples, evals and checkpoints.
 
 One step = ``loss.n_critic`` discriminator updates (each on a fresh real batch) followed by one
-generator update, which scores fakes of its own or, with ``trainer.reuse_fakes``, the last D update's
-(G's forward then runs once a step, with its graph kept through that D update).  Losses stay on the device between log ticks, so the loop does not wait on the
-host every step; they are checked for NaN/inf at every tick and before anything is written.
+generator update, which scores the last D update's fakes (``trainer.reuse_fakes``: G runs forward
+once a step, its graph kept through that D update) or fakes of its own.  Losses stay on the device
+between log ticks, so the loop does not wait on the host every step; they are checked for NaN/inf at
+every tick and before anything is written.
 """
 
 from __future__ import annotations
