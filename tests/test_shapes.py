@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +102,19 @@ def test_uniforms_are_pinned_and_a_pure_function_of_seed_index_object_draw():
     assert abs(many.mean() - 0.5) < 0.01 and abs(many.std() - 12 ** -0.5) < 0.01
     assert abs(np.corrcoef(many[:, 0, 0], many[:, 0, 1])[0, 1]) < 0.03  # draws of one clip
     assert abs(np.corrcoef(many[:-1, 0, 0], many[1:, 0, 0])[0, 1]) < 0.03  # neighbouring clips
+
+
+@pytest.mark.parametrize("settings, digest, total", [
+    (dict(resolution=32, frames=16, min_radius=0.2, max_radius=0.3), "0510b6cc6f2e4109", 24954167),
+    (dict(resolution=16, frames=8, objects=3, num_classes=0, max_speed=12.0), "efd6b8bb13fd8d94", 3031735),
+])
+def test_rendered_clips_are_pinned(settings, digest, total):
+    """The pixels are part of the contract too (real-feature caches, published scores): a renderer
+    change must reproduce these bytes or come with a new ``draw_version``. One class-conditional
+    batch of the quickstart's settings, one unconditional batch with overlapping, fast objects."""
+    clips = ShapesDataset(**settings).render(list(range(40, 56)))
+    assert int(clips.sum()) == total
+    assert hashlib.sha256(clips.numpy().tobytes()).hexdigest()[:16] == digest
 
 
 def test_parameters_stay_in_their_configured_ranges():

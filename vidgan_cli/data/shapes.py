@@ -57,17 +57,19 @@ def uniforms(seed: int, index: np.ndarray, objects: int, draws: int) -> np.ndarr
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
-def _bounce(start: torch.Tensor, velocity: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
-            frames: int) -> torch.Tensor:
+def _bounce(start: np.ndarray, velocity: np.ndarray, low: np.ndarray, high: np.ndarray,
+            frames: int) -> np.ndarray:
     """Positions ``[..., T]`` of points moving at constant velocity and reflecting off ``[low, high]``.
 
     Reflection is a triangle wave of period ``2 * (high - low)``, exact for any speed, no loop.
+    float32 NumPy: these arrays are small (a few numbers per object), where a NumPy op costs a
+    microsecond and a torch op ten.
     """
-    t = torch.arange(frames, dtype=start.dtype)
-    span = (high - low).unsqueeze(-1)
-    unfolded = (start - low).unsqueeze(-1) + velocity.unsqueeze(-1) * t
-    phase = torch.remainder(unfolded, 2 * span)
-    return low.unsqueeze(-1) + span - (phase - span).abs()
+    t = np.arange(frames, dtype=np.float32)
+    span = (high - low)[..., None]
+    unfolded = (start - low)[..., None] + velocity[..., None] * t
+    phase = np.remainder(unfolded, 2 * span)
+    return low[..., None] + span - np.abs(phase - span)
 
 
 class ShapesDataset(Dataset):
@@ -140,26 +142,30 @@ class ShapesDataset(Dataset):
         return torch.from_numpy(params).float()
 
     def render(self, indices) -> torch.Tensor:
-        """Clips ``uint8 [B, T, H, W, 3]`` for the given indices, in one vectorised pass."""
-        params = self.params(indices)
-        kind, radius = params[..., 0].long(), params[..., 1]              # [B, K]
-        low, high = radius, self.resolution - 1 - radius
-        xs = _bounce(params[..., 2], params[..., 4], low, high, self.frames)  # [B, K, T]
-        ys = _bounce(params[..., 3], params[..., 5], low, high, self.frames)
-        grid = torch.arange(self.resolution, dtype=torch.float32)
+        """Clips ``uint8 [B, T, H, W, 3]`` for the given indices, in one vectorised pass.
+
+        Per-object quantities (paths, offsets from the centre along each axis, colours) are small
+        and computed in NumPy, where an op costs a microsecond; the per-pixel masks and the canvas
+        in torch (both threads). 113 -> 51 torch ops per batch: 1.09 -> 0.98 ms at 16x32x32."""
+        params = self.params(indices).numpy()                                 # float32 [B, K, 9]
+        frames, res = self.frames, self.resolution
+        kind, radius = params[..., 0].astype(np.int64), params[..., 1]       # [B, K]
+        low, high = radius, np.float32(res - 1) - radius
+        xs = _bounce(params[..., 2], params[..., 4], low, high, frames)      # [B, K, T]
+        ys = _bounce(params[..., 3], params[..., 5], low, high, frames)
+        grid = np.arange(res, dtype=np.float32)
         r = radius[..., None, None, None]
-        dx = (grid.view(1, 1, 1, 1, -1) - xs[..., None, None]) / r           # [B, K, T, 1, W]
-        dy = (grid.view(1, 1, 1, -1, 1) - ys[..., None, None]) / r           # [B, K, T, H, 1]
+        dx = ((grid - xs[..., None, None]) / r).reshape(-1, frames, 1, res)   # [B*K, T, 1, W]
+        dy = ((grid[:, None] - ys[..., None, None]) / r).reshape(-1, frames, res, 1)  # [B*K, T, H, 1]
         # One mask computation per kind present: objects sorted by kind, so each kind is a slice.
-        order = torch.argsort(kind.flatten(), stable=True)
-        kinds, counts = torch.unique_consecutive(kind.flatten()[order], return_counts=True)
-        dx, dy = dx.flatten(0, 1)[order], dy.flatten(0, 1)[order]
-        starts = [0] + torch.cumsum(counts, 0).tolist()
+        order = np.argsort(kind.reshape(-1), kind="stable")
+        kinds, starts = np.unique(kind.reshape(-1)[order], return_index=True)
+        bounds = [*starts.tolist(), len(order)]
+        dx, dy = torch.from_numpy(dx[order]), torch.from_numpy(dy[order])
         masks = [_shape_mask(s, dx[a:b], dy[a:b])
-                 for s, a, b in zip(kinds.tolist(), starts[:-1], starts[1:], strict=True)]
-        inside = torch.cat(masks)[torch.argsort(order)].view(*kind.shape, self.frames, self.resolution,
-                                                              self.resolution)  # [B, K, T, H, W]
-        colour = (params[..., 6:9] * 255).round().to(torch.uint8)            # [B, K, 3]
+                 for s, a, b in zip(kinds.tolist(), bounds[:-1], bounds[1:], strict=True)]
+        inside = torch.cat(masks)[torch.from_numpy(np.argsort(order))].view(*kind.shape, frames, res, res)
+        colour = torch.from_numpy(np.round(params[..., 6:9] * np.float32(255)).astype(np.uint8))  # [B, K, 3]
         canvas = inside[:, 0, ..., None] * colour[:, 0, None, None, None, :]  # [B, T, H, W, 3]
         for k in range(1, self.objects):  # later objects are painted over earlier ones
             canvas = torch.where(inside[:, k, ..., None], colour[:, k, None, None, None, :], canvas)
