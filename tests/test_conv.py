@@ -223,7 +223,7 @@ def test_rgb_side_tanh_is_fused_and_equals_tanh_of_torchs_module(channels_last, 
     """G's output layer: ``conv(x, tanh=True)`` computes the tanh inside the convolution (no tanh op
     of its own) in channels_last_3d, as its own op in NCDHW (the fused kernel is 4x slower there),
     with torch's values and gradients either way."""
-    assert conv._fused_conv_transpose() is not None  # torch's CPU builds have the mkldnn kernel
+    assert conv.FUSED_CONV_TRANSPOSE is not None  # torch's CPU builds have the mkldnn kernel
     torch.manual_seed(0)
     ours, ref, x = rgb_side_pair(True, channels=16)
     if channels_last:

@@ -86,15 +86,15 @@ def _conv_transpose3d_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     Channels-last inputs only: on NCDHW the kernel reorders to and from oneDNN's blocked layout, and
     took 163 ms where the two ops take 38 (fp32). Not differentiable by itself; other dtypes than
     fp32/bf16 (oneDNN's) and builds without that kernel take the two-op path too."""
-    fused = _fused_conv_transpose()
-    if fused is None or x.dtype not in (torch.float32, torch.bfloat16) or \
+    if FUSED_CONV_TRANSPOSE is None or x.dtype not in (torch.float32, torch.bfloat16) or \
             _format(x) is not torch.channels_last_3d:
         return torch.tanh(F.conv_transpose3d(x, weight, bias, 1, padding))
     dims = x.dim() - 2
-    return fused(x, weight, bias, list(padding), [0] * dims, [1] * dims, [1] * dims, 1, "tanh", [], "")
+    return FUSED_CONV_TRANSPOSE(x, weight, bias, list(padding), [0] * dims, [1] * dims, [1] * dims, 1,
+                                "tanh", [], "")
 
 
-def _fused_conv_transpose():
+def _find_fused_conv_transpose():
     if not torch.backends.mkldnn.is_available():
         return None
     try:
@@ -103,15 +103,17 @@ def _fused_conv_transpose():
         return None
 
 
+FUSED_CONV_TRANSPOSE = _find_fused_conv_transpose()  # None where this build lacks it
+
+
 def _count_fused_flops() -> None:
     """Teach torch's FLOP counter (``FlopCounterMode``, the benchmarks) the fused kernel: it knows the
     aten convolutions only, and would count G's output layer as no work at all."""
     from torch.utils.flop_counter import conv_flop_count, flop_registry, register_flop_formula
-    kernel = _fused_conv_transpose()
-    if kernel is None or kernel in flop_registry:
+    if FUSED_CONV_TRANSPOSE is None or FUSED_CONV_TRANSPOSE in flop_registry:
         return
 
-    @register_flop_formula(kernel)
+    @register_flop_formula(FUSED_CONV_TRANSPOSE)
     def fused_conv_transpose_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
         return conv_flop_count(x_shape, w_shape, out_shape, transposed=True)
 
